@@ -1,0 +1,1 @@
+"""QwenPhysics dataset builders: arXiv dumps -> Qwen chat-template JSONL training contexts."""

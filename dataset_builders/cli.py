@@ -1,0 +1,96 @@
+"""Command line: `python -m dataset_builders <command> ...` (see `--help`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .records import InputError
+
+EPILOG = """examples:
+  python -m dataset_builders build --spec abstracts-chat --input arxiv-metadata-oai-snapshot.json --out data/abstracts-chat
+  python -m dataset_builders build --spec abstracts-completion --input raw/oai/ --out data/abstracts-completion
+  python -m dataset_builders list-specs
+"""
+
+
+def _add_build(sub) -> None:
+    p = sub.add_parser("build", help="build a training context (train/validation/test JSONL + manifest)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("--spec", required=True, help="spec name (see list-specs) or path to a .yml spec")
+    p.add_argument("--input", action="append", default=[], metavar="PATH",
+                   help="Kaggle snapshot (.json/.jsonl, .gz, .zst), OAI-PMH pages (.xml file or folder), "
+                        "or hf:<dataset id>[@split]; repeatable, earlier inputs win duplicates")
+    p.add_argument("--out", required=True, type=Path, help="output folder (replaced atomically)")
+    p.add_argument("--limit", type=int, default=None, help="read at most N records (debugging)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-input-hash", action="store_true", help="skip SHA-256 of inputs in the manifest")
+
+
+def cmd_build(args) -> int:
+    from . import spec as spec_mod
+    from .pipeline import build, check_inputs
+
+    spec = spec_mod.load(args.spec)
+    if spec.source != "metadata":
+        from . import fulltext  # noqa: F401  (full-text and mixture contexts)
+
+        return fulltext.cmd_build(spec, args)
+    check_inputs(args.input)
+    res = build(spec, args.input, args.out, limit=args.limit, progress=not args.no_progress,
+                hash_inputs=not args.no_input_hash)
+    summarize(res.manifest, res.seconds, args.out)
+    return 0
+
+
+def summarize(manifest: dict, seconds: float, out: Path) -> None:
+    c = manifest["counts"]
+    rate = c["read"] / seconds if seconds > 0 else float("inf")
+    print(f"read {c['read']:,} records in {seconds:.1f} s ({rate:,.0f}/s); kept {c['kept']:,} papers", file=sys.stderr)
+    ex = c["examples"]
+    print(f"  examples: train {ex['train']:,}  validation {ex['validation']:,}  test {ex['test']:,}", file=sys.stderr)
+    for reason, n in c["dropped"].items():
+        print(f"  dropped {n:,} ({reason})", file=sys.stderr)
+    for issue in manifest.get("input_issues", []):
+        print(f"  input {issue['input']}: {issue['issue']}", file=sys.stderr)
+    print(f"wrote {out}/{{train,validation,test}}.jsonl, manifest.json, README.md", file=sys.stderr)
+
+
+def cmd_list_specs(args) -> int:
+    from . import spec as spec_mod
+
+    for name in spec_mod.list_specs():
+        s = spec_mod.load(name)
+        print(f"{name:24s} {s.format:10s} {s.description.splitlines()[0] if s.description else ''}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dataset_builders",
+                                 description="Turn arXiv dumps into Qwen chat-template JSONL training contexts.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    _add_build(sub)
+    sub.add_parser("list-specs", help="list the training-context specs")
+    from . import harvest, sample
+
+    harvest.add_parser(sub)
+    sample.add_parser(sub)
+    try:
+        from . import fulltext
+
+        fulltext.add_parsers(sub)
+    except ImportError:
+        pass
+    args = ap.parse_args(argv)
+    handlers = {"build": cmd_build, "list-specs": cmd_list_specs}
+    try:
+        if args.command in handlers:
+            return handlers[args.command](args)
+        return args.func(args)
+    except InputError as e:
+        print(f"dataset_builders: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dataset_builders: interrupted; no partial output was left behind", file=sys.stderr)
+        return 130

@@ -1,0 +1,65 @@
+"""Text normalisation for arXiv metadata.
+
+* Titles and abstracts come hard-wrapped with indentation; we unwrap them. A wrapped line
+  that starts with indentation right after a sentence end starts a new paragraph (arXiv's own
+  convention for multi-paragraph abstracts); otherwise the break is just wrapping.
+* TeX stays TeX: math (`$...$`) is kept byte for byte so that answers render as LaTeX.
+* TeX accents in author names (`G\\"ahler`, `{\\O}bro`, `\\v{S}r\\'amek`) become Unicode through
+  pylatexenc's latex2text; names only, because running it over abstracts would mangle math.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+_PARA_BREAK = re.compile(r"(?<=[.!?:;])\s*\n[ \t]+(?=\S)")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\$(])")
+
+
+def unwrap(text: str) -> str:
+    """Collapse hard wraps and indentation to single spaces (one line)."""
+    return " ".join(text.split())
+
+
+def unwrap_abstract(text: str) -> str:
+    """Unwrap an abstract, keeping real paragraph breaks as blank lines."""
+    text = text.strip()
+    if "\n" not in text:
+        return " ".join(text.split())
+    paragraphs = _PARA_BREAK.split(text)
+    if len(paragraphs) == 1:
+        return " ".join(text.split())
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
+
+
+def lead(abstract: str, max_sentences: int = 2) -> str:
+    """The first sentence(s) of an abstract: what the paper sets out to do."""
+    first = abstract.split("\n\n", 1)[0]
+    parts = _SENTENCE_END.split(first, maxsplit=max_sentences)
+    return " ".join(parts[:max_sentences]).strip()
+
+
+@lru_cache(maxsize=1)
+def _latex2text():
+    from pylatexenc.latex2text import LatexNodes2Text
+
+    return LatexNodes2Text(math_mode="verbatim", strict_latex_spaces=True)
+
+
+@lru_cache(maxsize=65536)
+def authors_to_unicode(authors: str) -> str:
+    """`C. Bal\\'azs, Mikkel {\\O}bro` -> `C. Balázs, Mikkel Øbro` (whitespace unwrapped)."""
+    s = unwrap(authors)
+    if "\\" not in s and "{" not in s:
+        return s
+    try:
+        out = _latex2text().latex_to_text(s)
+    except Exception:  # pylatexenc is lenient; anything it still rejects stays as written
+        return s
+    return unwrap(out)
+
+
+def content_key(title: str, abstract: str) -> int:
+    """Key for 'identical normalised content' dedup: case- and whitespace-insensitive."""
+    return hash((" ".join(title.lower().split()), " ".join(abstract.lower().split())))

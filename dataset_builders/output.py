@@ -1,0 +1,170 @@
+"""Atomic, deterministic output: split files, manifest.json, a data card.
+
+Everything is written into a hidden `.<name>.partial-<pid>` folder next to the output and
+renamed into place only when complete, so an interrupted run never leaves files that look
+finished. Nothing time- or machine-dependent goes into the files: the same inputs give
+byte-identical outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import orjson
+
+from .split import SPLITS, TEST_BP, VALIDATION_BP
+
+TOKEN_SAMPLE = 2000  # examples per split whose tokens are counted exactly
+
+
+class SplitWriter:
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.tmp = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True)
+        self._files = {s: open(self.tmp / f"{s}.jsonl", "wb", buffering=1 << 20) for s in SPLITS}
+        self._sha = {s: hashlib.sha256() for s in SPLITS}
+        self._buf: dict[str, list[bytes]] = {s: [] for s in SPLITS}
+        self.lines = Counter()
+        self.papers = Counter()
+        self.samples: dict[str, list[dict]] = {s: [] for s in SPLITS}
+
+    def write(self, split: str, examples: list[dict]) -> None:
+        self.papers[split] += 1
+        buf = self._buf[split]
+        for ex in examples:
+            buf.append(orjson.dumps(ex))
+            if len(self.samples[split]) < TOKEN_SAMPLE:
+                self.samples[split].append(ex)
+        self.lines[split] += len(examples)
+        if len(buf) >= 4096:
+            self._flush(split)
+
+    def _flush(self, split: str) -> None:
+        buf = self._buf[split]
+        if buf:
+            data = b"\n".join(buf) + b"\n"
+            self._files[split].write(data)
+            self._sha[split].update(data)
+            buf.clear()
+
+    def close_files(self) -> dict[str, str]:
+        for s in SPLITS:
+            self._flush(s)
+            self._files[s].close()
+        return {f"{s}.jsonl": self._sha[s].hexdigest() for s in SPLITS}
+
+    def write_text(self, name: str, text: str) -> None:
+        (self.tmp / name).write_text(text, encoding="utf-8")
+
+    def commit(self) -> None:
+        """Replace `out` with the finished folder (old contents move aside, then go)."""
+        old = None
+        if self.out.exists():
+            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
+            self.out.rename(old)
+        self.tmp.rename(self.out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        for f in self._files.values():
+            if not f.closed:
+                f.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def render_for_tokens(ex: dict) -> str:
+    """The text a model sees for an example: Qwen's ChatML for chat, the text for completion."""
+    if "messages" in ex:
+        return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in ex["messages"])
+    return ex["text"]
+
+
+def token_stats(samples: dict[str, list[dict]], lines: Counter) -> dict | None:
+    from qwenphysics.qwen_tokenizer import load_fast_tokenizer
+
+    tok = load_fast_tokenizer()
+    if tok is None:
+        return None
+    stats = {"tokenizer": "Qwen2.5 (qwen-tokenizer BPE ranks)", "sampled_per_split": TOKEN_SAMPLE}
+    for split, exs in samples.items():
+        if not exs:
+            stats[split] = {"examples_sampled": 0}
+            continue
+        lens = sorted(len(e.ids) for e in tok.encode_batch([render_for_tokens(x) for x in exs]))
+        mean = sum(lens) / len(lens)
+        stats[split] = {
+            "examples_sampled": len(lens),
+            "mean": round(mean, 1),
+            "p50": lens[len(lens) // 2],
+            "p95": lens[min(len(lens) - 1, int(len(lens) * 0.95))],
+            "max": lens[-1],
+            "total_estimate": int(round(mean * lines[split])),
+        }
+    return stats
+
+
+def manifest_json(manifest: dict) -> str:
+    return json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def data_card(manifest: dict) -> str:
+    spec = manifest["spec"]
+    c = manifest["counts"]
+    lines = [
+        f"# Dataset: {spec['name']}",
+        "",
+        spec.get("description") or "",
+        "",
+        f"Built by `python -m dataset_builders build --spec {spec['name']}` from:",
+        "",
+        *[f"- `{i['path']}` ({i.get('bytes', '?')} bytes)" for i in manifest["inputs"]],
+        "",
+        "## Contents",
+        "",
+        f"Format: `{spec['format']}` "
+        + ("(`messages` for Axolotl's `chat_template` type)" if spec["format"] == "chat"
+           else "(`text` for Axolotl's `completion` type)"),
+        "",
+        "| split | papers | examples | sha256 |",
+        "|---|---:|---:|---|",
+        *[f"| {s} | {c['papers'][s]} | {c['examples'][s]} | `{manifest['checksums'][s + '.jsonl'][:16]}…` |"
+          for s in SPLITS],
+        "",
+        f"Splits are by a hash of the base arXiv id ({VALIDATION_BP / 100:g}% validation, "
+        f"{TEST_BP / 100:g}% test), identical across every QwenPhysics training context.",
+        "",
+        "## What was dropped",
+        "",
+        f"Read {c['read']} records; kept {c['kept']}.",
+        "",
+        "| reason | records |",
+        "|---|---:|",
+        *[f"| {r} | {n} |" for r, n in c["dropped"].items()],
+        "",
+    ]
+    ts = manifest.get("tokens")
+    if ts:
+        lines += ["## Tokens (Qwen2.5 tokenizer, sampled)", "", "| split | mean | p50 | p95 | max | total (est.) |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for s in SPLITS:
+            t = ts.get(s, {})
+            if t.get("examples_sampled"):
+                lines.append(f"| {s} | {t['mean']} | {t['p50']} | {t['p95']} | {t['max']} | {t['total_estimate']} |")
+        lines.append("")
+    lines += [
+        "## Licences",
+        "",
+        "arXiv metadata (titles, abstracts) is CC0. Full texts keep their authors' licences; the "
+        "spec's `licenses` filter decides which papers enter (`redistributable` = CC BY, CC BY-SA, CC0).",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,45 @@
+"""The train / validation / test split, shared by every training context.
+
+A paper's split is a pure function of its base arXiv id (the id without a version suffix),
+so all versions of a paper land together and a paper lands in the same split in every
+context: abstracts, full text and mixtures never leak test papers into training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+SPLITS = ("train", "validation", "test")
+# Fractions of papers, in 1/10000ths. Fixed project-wide on purpose: changing them per
+# context would move papers between splits and leak held-out papers into training.
+VALIDATION_BP = 200  # 2 %
+TEST_BP = 200  # 2 %
+
+_VERSION = re.compile(r"v\d+$")
+
+
+def base_id(arxiv_id: str) -> str:
+    """`0704.0001v2` -> `0704.0001`; `hep-th/9901001v1` -> `hep-th/9901001`; strips `arXiv:`."""
+    s = arxiv_id.strip()
+    if s[:6].lower() == "arxiv:":
+        s = s[6:]
+    return _VERSION.sub("", s)
+
+
+def bucket(base: str) -> int:
+    """Stable bucket in [0, 10000) from the base id (independent of Python's hash seed)."""
+    digest = hashlib.blake2b(base.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 10000
+
+
+def split_of_bucket(b: int) -> str:
+    if b < TEST_BP:
+        return "test"
+    if b < TEST_BP + VALIDATION_BP:
+        return "validation"
+    return "train"
+
+
+def split_of(arxiv_id: str) -> str:
+    return split_of_bucket(bucket(base_id(arxiv_id)))

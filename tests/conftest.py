@@ -1,0 +1,93 @@
+"""Shared fixtures. Slow fixtures build real artefacts once per session (tiny model, GGUF,
+datasets) with the project's own commands, in a session temp folder unless noted."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1", "WANDB_MODE": "disabled",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def venv_python(name: str) -> Path:
+    py = ROOT / name / "bin" / "python"
+    if not py.exists():
+        pytest.fail(f"{py} is missing: run `make setup` first", pytrace=False)
+    return py
+
+
+def run(cmd: list, *, env: dict | None = None, cwd: Path = ROOT, timeout: int = 1800,
+        check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command, echoing its output on failure (pytest shows it)."""
+    full_env = {**os.environ, **OFFLINE_ENV, **(env or {})}
+    p = subprocess.run([str(c) for c in cmd], cwd=cwd, env=full_env, capture_output=True, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"command failed ({p.returncode}): {' '.join(map(str, cmd))}\n"
+                             f"--- stdout ---\n{p.stdout[-6000:]}\n--- stderr ---\n{p.stderr[-6000:]}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def train_python() -> Path:
+    return venv_python(".venv-train")
+
+
+@pytest.fixture(scope="session")
+def serve_python() -> Path:
+    return venv_python(".venv-serve")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(train_python) -> Path:
+    """artifacts/tiny-qwen2.5: tiny random-weight Qwen2ForCausalLM + the real Qwen2.5 tokenizer."""
+    run([train_python, ROOT / "scripts" / "make_tiny_qwen.py"])
+    return ROOT / "artifacts" / "tiny-qwen2.5"
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    """The project's own arXiv-format sample (metadata JSONL + a LaTeX source shard)."""
+    out = tmp_path_factory.mktemp("sample")
+    run([sys.executable, "-m", "dataset_builders", "sample", "--out", out])
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(sample_dir, tmp_path_factory) -> Path:
+    """abstracts-chat built from the sample: train/validation/test.jsonl + manifest.json."""
+    out = tmp_path_factory.mktemp("data") / "abstracts-chat"
+    run([sys.executable, "-m", "dataset_builders", "build", "--spec", "abstracts-chat", "--input",
+         sample_dir / "arxiv-metadata-sample.jsonl", "--out", out, "--no-progress"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def toolchain():
+    from qwenphysics.toolchain import ToolchainMissing, find_toolchain
+
+    try:
+        return find_toolchain()
+    except ToolchainMissing as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_model_dir, toolchain, train_python, tmp_path_factory) -> Path:
+    """F16 GGUF of the tiny model, converted by llama.cpp's own converter."""
+    from qwenphysics.convert import hf_to_gguf
+
+    out = tmp_path_factory.mktemp("gguf") / "tiny-qwen2.5-f16.gguf"
+    hf_to_gguf(tiny_model_dir, out, outtype="f16", python=train_python, toolchain=toolchain)
+    return out
