@@ -261,8 +261,10 @@ def harvest(base_url: str, out: str | os.PathLike, params: HarvestParams | Mappi
     if restart:
         folder.clear()
     state = folder.load_state()
-    if state is not None and state.get("pages") == 0 and not any(PAGE_RE.match(p.name) for p in out.iterdir()):
-        state = None  # nothing saved yet (e.g. the first request was refused): start afresh
+    if (state is not None and state.get("pages") == 0
+            and {"base_url": state.get("base_url"), "params": state.get("params")} != identity
+            and not any(PAGE_RE.match(p.name) for p in out.iterdir())):
+        state = None  # nothing saved under the old request (e.g. it was refused): start afresh
         folder.state_path.unlink()
     if state is None:
         stray = sorted(p.name for p in out.iterdir() if not (p.name.startswith(".") and p.name.endswith(".part")))

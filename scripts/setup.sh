@@ -105,6 +105,10 @@ install_llama_cpp_python() {  # venv [extra]: the Python binding, without compil
   [ -n "$extra" ] && spec="llama_cpp_python[$extra] @ file://$sdist"
   log "installing llama-cpp-python $LLAMA_VERSION into $venv (uses the shared libllama)"
   CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" pip_q "$venv/bin/pip" install --no-cache-dir "$spec"
+  # The binding loads libllama from LLAMA_CPP_LIB_PATH; a .pth line sets it for this venv.
+  local site; site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  printf 'import os; os.environ.setdefault("LLAMA_CPP_LIB_PATH", "%s"); os.environ.setdefault("MTMD_CPP_LIB", "%s")\n' \
+    "$LLAMA_ROOT/build/bin" "$LLAMA_ROOT/build/bin/libmtmd.so" >"$site/qwenphysics_llama_cpp.pth"
 }
 
 do_llama() {

@@ -1,0 +1,74 @@
+"""Model card (Hugging Face front matter) and Ollama Modelfile for a converted run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+LICENSES = {  # base model -> (licence id for the HF card, note)
+    "qwen2.5-3b": ("other", "Qwen Research licence (the 3B weights are not Apache-2.0): "
+                            "https://huggingface.co/Qwen/Qwen2.5-3B-Instruct/blob/main/LICENSE"),
+    "qwen2.5-72b": ("other", "Qwen licence: https://huggingface.co/Qwen/Qwen2.5-72B-Instruct/blob/main/LICENSE"),
+}
+
+
+def licence_for(base_model: str) -> tuple[str, str]:
+    b = base_model.lower()
+    for key, val in LICENSES.items():
+        if key in b:
+            return val
+    return ("apache-2.0", "Apache-2.0, as the base model")
+
+
+def write_model_card(path: Path, run, sums: dict[str, str], meta: dict) -> None:
+    lic, note = licence_for(run.base_model)
+    datasets = [d.name for d in run.data_dirs]
+    metrics_file = Path(run.output_dir) / "eval_results.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    front = ["---", f"base_model: {run.base_model}", f"license: {lic}"]
+    if lic == "other":
+        front.append("license_name: qwen-research")
+    front += ["library_name: gguf", "pipeline_tag: text-generation", "tags:", "  - physics", "  - arxiv",
+              "  - qwen2.5", "  - gguf", "  - qwenphysics"]
+    if datasets:
+        front += ["datasets:"] + [f"  - {d}" for d in datasets]
+    front.append("---")
+    body = [
+        "", f"# QwenPhysics — {run.name}", "",
+        f"{run.base_model} fine-tuned on arXiv physics with the QwenPhysics recipe `{run.name}`.", "",
+        "## Files", "", "| file | sha256 |", "|---|---|",
+        *[f"| `{n}` | `{s}` |" for n, s in sums.items()], "",
+        "## Use", "",
+        "```bash",
+        f"llama-server -m {next((n for n in sums if 'Q4_K_M' in n), next(iter(sums), 'model.gguf'))} --jinja -c 4096",
+        "ollama create qwenphysics -f Modelfile && ollama run qwenphysics",
+        "```", "",
+        "Sampling defaults (also stored in the GGUF metadata): temperature 0.1, 4096-token context.", "",
+        "## Provenance", "",
+        f"- recipe: `{run.recipe}`" if run.recipe else "- recipe: unknown",
+        *[f"- {t}" for t in meta.get("general.tags", []) if ":" in t], "",
+        "## Metrics", "",
+        ("\n".join(f"- {k}: {v}" for k, v in metrics.items()) if metrics else
+         "Not evaluated yet: `python scripts/evaluate.py --gguf <file>` writes results to compare."), "",
+        "## Licence", "", note, "",
+        "Training data: arXiv metadata (CC0) and, for full-text contexts, papers under the licences recorded "
+        "in the dataset manifests.", "",
+    ]
+    path.write_text("\n".join(front + body), encoding="utf-8")
+
+
+def write_modelfile(path: Path, gguf_name: str) -> None:
+    path.write_text(
+        f"# Ollama: ollama create qwenphysics -f Modelfile\n"
+        f"FROM ./{gguf_name}\n"
+        'TEMPLATE """{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
+        '{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
+        '<|im_start|>assistant\n"""\n'
+        'SYSTEM """You are QwenPhysics, a physics assistant trained on arXiv papers. Answer precisely and write '
+        'mathematics in LaTeX."""\n'
+        "PARAMETER temperature 0.1\n"
+        "PARAMETER num_ctx 4096\n"
+        'PARAMETER stop "<|im_end|>"\n'
+        'PARAMETER stop "<|endoftext|>"\n',
+        encoding="utf-8",
+    )

@@ -1,0 +1,21 @@
+#!/usr/bin/env python3
+"""Compare evaluated models: a Markdown report with deltas against a base model, and plots.
+
+Usage:
+    .venv/bin/python scripts/compare.py results/base.json results/qlora-0.5b.json \
+        --base base --train-dir qlora-0.5b=outputs/qlora-0.5b --out reports/compare
+
+The output dir receives report.md (tables for QA accuracy overall and by category,
+perplexity and lm-eval tasks, each fine-tune shown against the base) and the PNGs it links:
+qa_by_category.png, perplexity.png and, when --train-dir is given, loss_curves.png.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from qwenphysics.evaluation.compare import main  # noqa: E402
+
+if __name__ == "__main__":
+    raise SystemExit(main())

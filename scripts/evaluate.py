@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Evaluate one model: physics QA, held-out perplexity and lm-eval tasks -> a results JSON.
+
+Usage:
+    .venv/bin/python scripts/evaluate.py --base-url http://127.0.0.1:8080/v1 --model qwenphysics \
+        --gguf models/qwenphysics-q4_k_m.gguf --data data/arxiv-physics \
+        --recipe recipes/qlora-0.5b.yml --out results/qlora-0.5b.json
+
+    .venv/bin/python scripts/evaluate.py --gguf models/base-q4_k_m.gguf --limit 10 \
+        --no-lm-eval --out results/base.json
+
+A served model is asked through --base-url (any OpenAI-compatible server); a GGUF file alone
+is run in-process with llama-cpp-python. Perplexity needs --gguf and --data. lm-eval tasks
+run only when lm_eval is installed (see --lm-eval-python) and their data is cached locally;
+otherwise the results record why they were skipped. `--help` lists every option.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from qwenphysics.evaluation.runner import main  # noqa: E402
+
+if __name__ == "__main__":
+    raise SystemExit(main())
