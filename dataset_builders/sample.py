@@ -161,20 +161,20 @@ def records(n: int = 300, seed: int = 1234) -> list[dict]:
 
 MAIN_TEX = r"""\documentclass[twocolumn]{revtex4-2}
 \usepackage{amsmath}
-%% Macros used throughout
+% Macros used throughout
 \newcommand{\Tc}{T_{\mathrm{c}}}
 \newcommand{\ket}[1]{\left|#1\right\rangle}
 \newcommand{\vect}[2][\mathbf]{#1{#2}}
 \def\eps{\varepsilon}
 \DeclareMathOperator{\Tr}{Tr}
-\title{%(title)s}
+\title{<<title>>}
 \begin{document}
 \begin{abstract}
-%(abstract)s
+<<abstract>>
 \end{abstract}
 \maketitle
 \section{Introduction}
-%(intro)s % a remark for the co-authors
+<<intro>> % a remark for the co-authors
 The critical temperature $\Tc$ and the state $\ket{\psi}$ enter through $\Tr \rho = 1$ with $\eps \ll 1$.
 \input{sections/model}
 \section{Results}
@@ -188,7 +188,7 @@ We find 50\% agreement at $\vect{k}$ and $\vect[\hat]{n}$.
 An abandoned paragraph that must not reach the training data.
 \fi
 \section{Conclusions}
-%(conclusion)s
+<<conclusion>>
 \appendix
 \section{Details}
 Lengthy algebra.
@@ -232,7 +232,9 @@ def source_shard(recs: list[dict], n_papers: int = 8) -> bytes:
                 "intro": f"Understanding {r['title'].split(' of ')[-1].split(':')[0].lower()} is a long-standing goal.",
                 "conclusion": "We have presented a consistent picture; open questions remain.",
             }
-            main = MAIN_TEX % fields
+            main = MAIN_TEX
+            for key, val in fields.items():
+                main = main.replace(f"<<{key}>>", val)
             if k % 2 == 0:  # multi-file project: gzipped tar
                 payload = _targz({"main.tex": main, "sections/model.tex": MODEL_TEX})
             else:  # single-file submission: one gzipped .tex (the \input is inlined)

@@ -24,7 +24,9 @@ def open_binary(path: Path) -> io.BufferedIOBase:
     name = path.name.lower()
     try:
         if name.endswith(".gz"):
-            return io.BufferedReader(gzip.GzipFile(path, "rb"), _BUF)
+            # GzipFile buffers internally in small blocks, so a truncated file still yields
+            # every complete line before the break.
+            return gzip.GzipFile(path, "rb")
         if name.endswith(".zst") or name.endswith(".zstd"):
             if zstandard is None:
                 raise InputError(f"{path}: reading .zst needs the 'zstandard' package (pip install zstandard)")

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import orjson
 
-from ..records import Drop, Paper
+from ..records import Drop, InputError, Paper
 from ..split import base_id
 from .compression import STREAM_ERRORS, open_binary
 
@@ -110,7 +110,10 @@ def iter_papers(path: Path, limit: int | None = None) -> Iterator[Paper | Drop]:
                         yield Drop("malformed_json")
                     continue
                 yield paper_from_dict(d, source)
-        except STREAM_ERRORS:
+        except STREAM_ERRORS as e:
+            if not seen_any and not isinstance(e, EOFError):  # not a compressed stream at all: the file is not what its name says
+                raise InputError(f"{path}: cannot decompress ({e.__class__.__name__}: {str(e)[:80]}); "
+                                 "is it really a .gz/.zst file?") from None
             yield Drop("truncated_input", source)
             return
     if not seen_any:

@@ -1,0 +1,34 @@
+# QwenPhysics — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PY    := .venv/bin/python
+export HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1 AXOLOTL_DO_NOT_TRACK=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: help setup demo test test-fast bench clean
+
+help:
+	@echo "make demo       the main job: sample -> dataset -> train -> GGUF -> chat in the browser"
+	@echo "make test       every test tier (what CI runs); sets up the environments first"
+	@echo "make test-fast  the fast tier only (pytest's default)"
+	@echo "make setup      create/refresh .venv, .venv-train, .venv-serve and the llama.cpp build"
+	@echo "make bench      the CPU benchmarks (dataset builder, LaTeX cleaner, GGUF generation)"
+
+setup:
+	@bash scripts/setup.sh all
+
+demo: setup
+	@$(PY) scripts/demo.py $(DEMO_ARGS)
+
+test: setup
+	@$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+
+test-fast:
+	@bash scripts/setup.sh core
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	@$(PY) benchmarks/bench_metadata_builder.py
+	@$(PY) benchmarks/bench_latex_cleaner.py
+	@$(PY) benchmarks/bench_gguf_generation.py
+
+clean:
+	rm -rf data outputs models reports .pytest_cache
