@@ -24,9 +24,10 @@ class KeySet:
         if key in self._recent:
             return False
         s = self._sorted
-        if len(s):
-            i = int(s.searchsorted(key))
-            if i < len(s) and s[i] == key:
+        n = len(s)
+        if n:
+            i = s.searchsorted(key)
+            if i < n and s.item(i) == key:
                 return False
         self._recent.add(key)
         if len(self._recent) >= self._flush_at:

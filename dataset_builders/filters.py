@@ -60,27 +60,28 @@ class FilterSpec:
         return cls(**d)
 
 
+def category_check(spec: FilterSpec) -> Callable[[list[str]], str | None] | None:
+    """categories (primary first) -> drop reason or None; None when every category passes."""
+    if spec.categories == "any":
+        return None
+    wanted = taxonomy.ALL_PHYSICS if spec.categories == "physics" else frozenset(spec.categories)
+    archives = frozenset(c for c in wanted if "." not in c)
+
+    def match(c: str) -> bool:
+        return c in wanted or taxonomy.archive_of(c) in archives
+
+    if spec.primary_only:
+        return lambda cats: None if cats and match(cats[0]) else "not_physics_primary"
+    return lambda cats: None if any(map(match, cats)) else "not_physics"
+
+
 def build(spec: FilterSpec) -> list[tuple[str, Callable[[Paper], str | None]]]:
     """The ordered list of (name, check) for a spec. Cheap checks first."""
     checks: list[tuple[str, Callable[[Paper], str | None]]] = []
 
-    if spec.categories == "physics":
-        wanted = taxonomy.ALL_PHYSICS
-    elif spec.categories == "any":
-        wanted = None
-    else:
-        wanted = frozenset(spec.categories)
-    if wanted is not None:
-        archives = frozenset(c for c in wanted if "." not in c)
-        wanted_l = wanted
-
-        def match(c: str) -> bool:
-            return c in wanted_l or taxonomy.archive_of(c) in archives
-
-        if spec.primary_only:
-            checks.append(("category", lambda p: None if match(p.categories[0]) else "not_physics_primary"))
-        else:
-            checks.append(("category", lambda p: None if any(map(match, p.categories)) else "not_physics"))
+    cat_check = category_check(spec)
+    if cat_check is not None:
+        checks.append(("category", lambda p: cat_check(p.categories)))
 
     if spec.include_archives:
         inc = frozenset(spec.include_archives)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-_PARA_BREAK = re.compile(r"(?<=[.!?:;])\s*\n[ \t]+(?=\S)")
+_PARA_END = frozenset(".!?:;")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\$(])")
 
 
@@ -25,12 +25,16 @@ def unwrap(text: str) -> str:
 def unwrap_abstract(text: str) -> str:
     """Unwrap an abstract, keeping real paragraph breaks as blank lines."""
     text = text.strip()
-    if "\n" not in text:
+    if "\n " not in text and "\n\t" not in text:  # no indented line: plain hard wraps
         return " ".join(text.split())
-    paragraphs = _PARA_BREAK.split(text)
-    if len(paragraphs) == 1:
-        return " ".join(text.split())
-    return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
+    paragraphs: list[list[str]] = [[]]
+    prev = ""
+    for line in text.split("\n"):
+        if line[:1] in (" ", "\t") and prev.rstrip()[-1:] in _PARA_END and paragraphs[-1]:
+            paragraphs.append([])
+        paragraphs[-1].append(line)
+        prev = line
+    return "\n\n".join(" ".join(" ".join(p).split()) for p in paragraphs if p)
 
 
 def lead(abstract: str, max_sentences: int = 2) -> str:
@@ -61,5 +65,5 @@ def authors_to_unicode(authors: str) -> str:
 
 
 def content_key(title: str, abstract: str) -> int:
-    """Key for 'identical normalised content' dedup: case- and whitespace-insensitive."""
-    return hash((" ".join(title.lower().split()), " ".join(abstract.lower().split())))
+    """Key for 'identical normalised content' dedup: case-insensitive, on unwrapped text."""
+    return hash((title.lower(), abstract.lower()))

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 
 from . import contexts
 from .dedup import KeySet
-from .filters import build as build_filters
+from .filters import build as build_filters, category_check
 from .normalize import content_key, unwrap, unwrap_abstract
 from .output import SplitWriter, data_card, manifest_json, token_stats
 from .readers import iter_input
@@ -57,14 +57,14 @@ def _progress(total: int | None, enabled: bool):
 def normalise(p: Paper) -> Paper:
     p.title = unwrap(p.title)
     p.abstract = unwrap_abstract(p.abstract)
-    p.categories = [c for c in p.categories]
     return p
 
 
-def iter_papers(inputs: Iterable[str], limit: int | None, counts: Counter, input_issues: list) -> Iterator[Paper]:
+def iter_papers(inputs: Iterable[str], limit: int | None, counts: Counter, input_issues: list,
+                prefilter=None) -> Iterator[Paper]:
     remaining = limit
     for spec in inputs:
-        for item in iter_input(spec, limit=remaining):
+        for item in iter_input(spec, limit=remaining, prefilter=prefilter):
             if isinstance(item, Drop):
                 if item.reason in INPUT_LEVEL:
                     input_issues.append({"input": spec, "issue": item.reason})
@@ -94,7 +94,8 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
     bar = _progress(limit, progress)
     t0 = time.perf_counter()
     try:
-        source = papers if papers is not None else iter_papers(inputs, limit, counts, input_issues)
+        source = papers if papers is not None else iter_papers(inputs, limit, counts, input_issues,
+                                                               prefilter=category_check(spec.filters))
         for i, p in enumerate(source):
             if bar is not None and (i & 4095) == 0:
                 bar.n = counts["read"]

@@ -14,7 +14,7 @@ def describe(spec: str) -> str:
     return spec
 
 
-def iter_input(spec: str, limit: int | None = None) -> Iterator[Paper | Drop]:
+def iter_input(spec: str, limit: int | None = None, prefilter=None) -> Iterator[Paper | Drop]:
     """Dispatch on the input's form. `hf:<dataset id>[@split]` streams through `datasets`."""
     if spec.startswith("hf:"):
         from . import hf
@@ -35,6 +35,6 @@ def iter_input(spec: str, limit: int | None = None) -> Iterator[Paper | Drop]:
     if ".xml" in name:
         yield from oai.iter_pages([path], limit=limit)
     elif any(s in name for s in (".json", ".jsonl")):
-        yield from kaggle.iter_papers(path, limit=limit)
+        yield from kaggle.iter_papers(path, limit=limit, prefilter=prefilter)
     else:
         raise InputError(f"unknown input format: {spec} (expected .json/.jsonl[.gz|.zst] or .xml)")

@@ -84,8 +84,15 @@ def paper_from_dict(d: object, source: str) -> Paper | Drop:
     )
 
 
-def iter_papers(path: Path, limit: int | None = None) -> Iterator[Paper | Drop]:
+_CAT_KEY = b'"categories":"'
+
+
+def iter_papers(path: Path, limit: int | None = None, prefilter=None) -> Iterator[Paper | Drop]:
+    """`prefilter(categories) -> reason | None` drops records before JSON parsing: the
+    snapshot writes `"categories":"..."` verbatim, so a byte search finds it (~10x cheaper than
+    parsing a line). Lines without that exact form are parsed as usual."""
     source = path.name
+    klen = len(_CAT_KEY)
     loads = orjson.loads
     n = 0
     seen_any = False
@@ -96,6 +103,14 @@ def iter_papers(path: Path, limit: int | None = None) -> Iterator[Paper | Drop]:
                 if limit is not None and n >= limit:
                     return
                 n += 1
+                if prefilter is not None:
+                    i = line.find(_CAT_KEY)
+                    if i >= 0:
+                        j = line.find(b'"', i + klen)
+                        reason = prefilter(line[i + klen:j].decode("utf-8", "replace").split())
+                        if reason:
+                            yield Drop(reason)
+                            continue
                 try:
                     d = loads(line)
                 except orjson.JSONDecodeError:
