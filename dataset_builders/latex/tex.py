@@ -1,0 +1,316 @@
+"""Low-level LaTeX scanning: comments, conditionals, braces and arguments.
+
+Hand-written with compiled regular expressions because these helpers run over
+every byte of every paper; a full pylatexenc parse is far too slow for that
+(see the package docstring for measurements).
+"""
+
+from __future__ import annotations
+
+import re
+
+# Private characters used inside the pipeline. Decoding drops all C0 controls
+# except tab/newline (project.decode), so these cannot collide with input.
+PCT = (
+    "\x06"  # a '%' that is literal (inside \url, \verb, verbatim) and must survive comment removal
+)
+
+# --------------------------------------------------------------------------- comments
+
+_VERB_LIKE = re.compile(
+    r"\\(?:url|path|href)\s*\{[^{}\n]*%[^{}\n]*\}"  # % inside a URL is a literal
+    r"|\\verb\*?([^A-Za-z\s*]).*?\1"  # \verb|...|
+    r"|\\begin\{(verbatim\*?|lstlisting|minted|Verbatim)\}.*?\\end\{\2\}",
+    re.S,
+)
+_PERCENT = re.compile("%")
+_INDENT = re.compile(r"[ \t]*")
+_COMMENT_ENV = re.compile(
+    r"^[ \t]*\\begin\{comment\}.*?^[ \t]*\\end\{comment\}[^\n]*\n?", re.S | re.M
+)
+
+
+def _protect_pct(m: re.Match) -> str:
+    return m.group(0).replace("%", PCT)
+
+
+def strip_comments(text: str) -> tuple[str, int]:
+    """Remove ``%`` comments (``\\%`` is kept). Returns (text, comments removed).
+
+    A line that is only a comment disappears with its newline; an inline
+    comment also takes the line end and the next line's indentation (TeX
+    semantics), except before a blank line, so paragraph breaks survive.
+    """
+    if "%" not in text:
+        return text, 0
+    if (
+        "\\url" in text
+        or "\\verb" in text
+        or "\\href" in text
+        or "\\path" in text
+        or "\\begin{" in text
+    ):
+        text = _VERB_LIKE.sub(_protect_pct, text)
+    # Hand-written loop over the '%' characters: a single regex with the three cases
+    # (escape / whole line / inline) gets no fast literal prefix and is ~10x slower.
+    out: list[str] = []
+    pos = 0
+    removed = 0
+    n = len(text)
+    for m in _PERCENT.finditer(text):
+        i = m.start()
+        if i < pos:
+            continue
+        if i and text[i - 1] == "\\":  # \% is a literal percent unless the backslash is escaped
+            j = i - 1
+            while j >= 0 and text[j] == "\\":
+                j -= 1
+            if (i - 1 - j) % 2 == 1:
+                continue
+        removed += 1
+        ls = text.rfind("\n", 0, i) + 1
+        le = text.find("\n", i)
+        if le < 0:
+            le = n
+        if ls >= pos and not text[ls:i].strip(" \t"):
+            out.append(text[pos:ls])  # whole-line comment: the line and its newline go
+            pos = le + 1
+            continue
+        out.append(text[pos:i])
+        pos = le
+        if le < n:  # TeX: eat the newline and the next line's indentation ...
+            k = _INDENT.match(text, le + 1).end()
+            if k < n and text[k] != "\n":  # ... unless the next line is blank
+                pos = k
+    if not removed:
+        return text, 0
+    out.append(text[pos:])
+    return "".join(out), removed
+
+
+def strip_comment_envs(text: str) -> tuple[str, int]:
+    """Remove ``comment`` environments; run before :func:`strip_comments`."""
+    if "\\begin{comment}" not in text:
+        return text, 0
+    return _COMMENT_ENV.subn("", text)
+
+
+# --------------------------------------------------------------------------- conditionals
+
+# TeX primitives (and common package switches) that need a matching \fi.
+_PRIMITIVE_IFS = frozenset(
+    "if ifcat ifnum ifdim ifodd ifvmode ifhmode ifmmode ifinner ifvoid ifhbox ifvbox ifx "
+    "ifeof ifcase ifdefined ifcsname iffontchar ifincsname ifpdf ifxetex ifluatex "
+    "ifpdftex ifLuaTeX ifXeTeX ifPDFTeX ifpdfprimitive".split()
+)
+_COND_TOKEN = re.compile(
+    r"\\(newif|let|if[A-Za-z@]*|else|fi|[A-Za-z@]+?(?:true|false))(?![A-Za-z@])"
+)
+_NEWIF_TAIL = re.compile(r"\s*\\if([A-Za-z@]+)")
+_LET_IF_TAIL = re.compile(r"\s*\\if([A-Za-z@]+)\s*=?\s*\\if(true|false)(?![A-Za-z@])")
+_LET_ANY_TAIL = re.compile(r"\s*\\if[A-Za-z@]+")
+
+
+def resolve_conditionals(text: str, stats: dict, _rounds: int = 0) -> str:
+    """Evaluate ``\\iffalse``/``\\iftrue`` and ``\\newif`` switches with known state.
+
+    ``\\iffalse A \\else B \\fi`` keeps B; ``\\iftrue A \\else B \\fi`` keeps A;
+    ``\\newif\\ifdraft ... \\drafttrue ... \\ifdraft A \\fi`` follows the switch
+    (also ``\\let\\ifdraft\\iftrue``). Other conditionals (``\\ifx``, ``\\ifmmode``...)
+    stay in the text but are counted for nesting, so the right ``\\fi`` closes a
+    dropped block. An unterminated evaluated block loses only its opening token.
+    """
+    if "\\if" not in text:
+        return text
+    switches: dict[str, bool] = {}
+    out: list[str] = []
+    pos = 0  # start of text not yet emitted
+    consumed = 0  # tokens before this index were already handled
+    stack: list[list] = []  # [evaluated, branch_kept, token_start, token_end]
+    skip = 0  # evaluated entries whose current branch is dropped
+    removed = 0
+
+    for m in _COND_TOKEN.finditer(text):
+        if m.start() < consumed:
+            continue
+        name = m.group(1)
+        if name == "newif":
+            t = _NEWIF_TAIL.match(text, m.end())
+            if t:
+                if not skip:
+                    switches.setdefault(t.group(1), False)
+                consumed = t.end()
+            continue
+        if name == "let":
+            t = _LET_IF_TAIL.match(text, m.end())
+            if t:
+                if not skip:
+                    switches[t.group(1)] = t.group(2) == "true"
+                    out.append(text[pos : m.start()])
+                pos = consumed = t.end()
+                continue
+            t = _LET_ANY_TAIL.match(text, m.end())
+            if t:  # \let\iffoo<something else>: a definition, not an opener
+                consumed = t.end()
+            continue
+        if name.startswith("if"):
+            if name == "iftrue" or name == "iffalse" or name[2:] in switches:
+                value = name == "iftrue" if name in ("iftrue", "iffalse") else switches[name[2:]]
+                if not skip:
+                    out.append(text[pos : m.start()])
+                pos = m.end()
+                stack.append([True, value, m.start(), m.end()])
+                if not value:
+                    skip += 1
+            elif name in _PRIMITIVE_IFS:
+                stack.append([False, True, m.start(), m.end()])
+            continue
+        if name == "else":
+            if stack and stack[-1][0]:
+                entry = stack[-1]
+                if not skip:
+                    out.append(text[pos : m.start()])
+                pos = m.end()
+                skip += 1 if entry[1] else -1
+                entry[1] = not entry[1]
+            continue
+        if name == "fi":
+            if stack:
+                entry = stack.pop()
+                if entry[0]:
+                    if not skip:
+                        out.append(text[pos : m.start()])
+                    pos = m.end()
+                    if not entry[1]:
+                        skip -= 1
+                    removed += 1
+            continue
+        # \NAMEtrue / \NAMEfalse for a declared switch
+        key, value = (name[:-4], True) if name.endswith("true") else (name[:-5], False)
+        if key in switches:
+            if not skip:
+                switches[key] = value
+                out.append(text[pos : m.start()])
+            pos = m.end()
+
+    unterminated = [e for e in stack if e[0]]
+    if unterminated:
+        stats["conditionals_unterminated"] = stats.get("conditionals_unterminated", 0) + len(
+            unterminated
+        )
+        if _rounds >= 2:
+            return text
+        pieces, last = [], 0
+        for e in unterminated:
+            pieces.append(text[last : e[2]])
+            last = e[3]
+        pieces.append(text[last:])
+        return resolve_conditionals("".join(pieces), stats, _rounds + 1)
+    if not skip:
+        out.append(text[pos:])
+    stats["conditionals_removed"] = stats.get("conditionals_removed", 0) + removed
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- braces & arguments
+
+_BRACE_TOKEN = re.compile(r"\\.|[{}]", re.S)
+_BRACKET_TOKEN = re.compile(r"\\.|[{}\]]", re.S)
+_WS = re.compile(
+    r"[ \t]*\n?[ \t]*"
+)  # spaces and at most one newline (a blank line ends the search)
+_CS = re.compile(r"\\(?:[A-Za-z@]+|.)", re.S)
+
+
+def match_brace(s: str, i: int) -> int:
+    """``s[i] == '{'``; index just after the matching ``}``, or -1."""
+    depth = 0
+    for m in _BRACE_TOKEN.finditer(s, i):
+        c = m.group()
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return m.end()
+    return -1
+
+
+def match_bracket(s: str, i: int) -> int:
+    """``s[i] == '['``; index just after the matching ``]`` (braces nest), or -1."""
+    depth = 0
+    for m in _BRACKET_TOKEN.finditer(s, i + 1):
+        c = m.group()
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth < 0:
+                return -1
+        elif c == "]" and depth == 0:
+            return m.end()
+    return -1
+
+
+def skip_ws(s: str, i: int) -> int:
+    return _WS.match(s, i).end()
+
+
+def read_group(s: str, i: int) -> tuple[str, int] | None:
+    """Mandatory argument at ``i`` (after optional spaces): brace group or one token."""
+    j = skip_ws(s, i)
+    if j >= len(s):
+        return None
+    c = s[j]
+    if c == "{":
+        e = match_brace(s, j)
+        if e < 0:
+            return None
+        return s[j + 1 : e - 1], e
+    if c == "}":
+        return None
+    if c == "\\":
+        m = _CS.match(s, j)
+        if m is None:  # a lone backslash at the very end
+            return None
+        return m.group(), m.end()
+    return c, j + 1
+
+
+def read_optional(s: str, i: int) -> tuple[str | None, int]:
+    """Optional ``[...]`` argument at ``i``; (None, i) when absent."""
+    j = skip_ws(s, i)
+    if j < len(s) and s[j] == "[":
+        e = match_bracket(s, j)
+        if e > 0:
+            return s[j + 1 : e - 1], e
+    return None, i
+
+
+def find_env_end(s: str, name: str, i: int) -> tuple[int, int]:
+    """From ``i`` (just after ``\\begin{name}``), find the matching ``\\end{name}``.
+
+    Returns (start of ``\\end``, index after it), or (-1, -1).
+    """
+    pat = _env_pattern(name)
+    depth = 1
+    for m in pat.finditer(s, i):
+        if m.group(1) == "begin":
+            depth += 1
+        else:
+            depth -= 1
+            if depth == 0:
+                return m.start(), m.end()
+    return -1, -1
+
+
+_ENV_PATTERNS: dict[str, re.Pattern] = {}
+
+
+def _env_pattern(name: str) -> re.Pattern:
+    p = _ENV_PATTERNS.get(name)
+    if p is None:
+        p = re.compile(r"\\(begin|end)\s*\{" + re.escape(name) + r"\}")
+        if len(_ENV_PATTERNS) < 512:
+            _ENV_PATTERNS[name] = p
+    return p

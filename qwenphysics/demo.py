@@ -1,0 +1,302 @@
+"""The main job, end to end: arXiv sample -> dataset -> Axolotl training -> GGUF -> chat.
+
+On a machine with a CUDA GPU and the Hugging Face hub it trains `recipes/qwen3b-physics.yml`
+itself. Elsewhere (a laptop, CI) it runs the same recipe rewritten mechanically for CPU on
+the tiny random-weight Qwen2.5 (real tokenizer): the same commands, files and servers, with
+numbers that mean nothing. Every step skips work whose outputs are current, logs to
+`<workdir>/logs/<step>.log`, and on failure names the step, the log and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import REPO_ROOT
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+QUIET = {"AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1", "WANDB_MODE": "disabled",
+         "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1"}
+DEFAULT_RECIPE = REPO_ROOT / "recipes" / "qwen3b-physics.yml"
+STEPS = ("data", "train", "convert", "serve")
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, message: str, log: Path | None = None, hint: str = ""):
+        self.step, self.log, self.hint = step, log, hint
+        super().__init__(message)
+
+    def render(self) -> str:
+        parts = [f"demo: step '{self.step}' failed: {self}"]
+        if self.log:
+            parts.append(f"  log: {self.log}")
+        if self.hint:
+            parts.append(f"  what to do: {self.hint}")
+        return "\n".join(parts)
+
+
+@dataclass
+class DemoConfig:
+    workdir: Path = REPO_ROOT
+    inputs: list[str] = field(default_factory=list)  # real dumps; empty: the project's sample
+    recipe: Path = DEFAULT_RECIPE
+    mode: str = "auto"  # auto | gpu | cpu
+    steps: int = 6  # CPU smoke training steps
+    serve: bool = True
+    port: int = 8080
+    threads: int | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+
+def say(msg: str) -> None:
+    print(f"\033[1m[demo]\033[0m {msg}", flush=True)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def venv_bin(env: str, name: str) -> Path:
+    p = REPO_ROOT / env / "bin" / name
+    if not p.exists():
+        raise StepFailed("setup", f"{p} is missing", hint="run `make setup` (it creates the environments)")
+    return p
+
+
+def run_logged(cmd: list, log: Path, step: str, env: dict | None = None, cwd: Path | None = None,
+               hint: str = "") -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"\n$ {' '.join(map(str, cmd))}\n")
+        f.flush()
+        p = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT,
+                           env={**os.environ, **(env or {})}, cwd=cwd)
+    if p.returncode != 0:
+        tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-3:]
+        raise StepFailed(step, f"exit {p.returncode}: " + " | ".join(t.strip()[:160] for t in tail), log, hint)
+
+
+# ---------------------------------------------------------------------------- 1. data
+
+def step_data(cfg: DemoConfig) -> Path:
+    from dataset_builders import spec as spec_mod
+    from dataset_builders.pipeline import build
+    from dataset_builders.sample import write_sample
+
+    inputs = list(cfg.inputs)
+    if not inputs:
+        sample = cfg.data_dir / "sample"
+        meta = sample / "arxiv-metadata-sample.jsonl"
+        if not meta.exists():
+            say(f"writing the project's arXiv-format sample to {sample}")
+            write_sample(sample)
+        inputs = [str(meta)]
+        say(f"input: the project's sample ({meta}); pass --input <Kaggle snapshot or OAI folder> for real data")
+    else:
+        say(f"input: {', '.join(inputs)}")
+    out = cfg.data_dir / "abstracts-chat"
+    spec = spec_mod.load("abstracts-chat")
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        m = json.loads(manifest.read_text())
+        same_inputs = [i["path"] for i in m["inputs"]] == inputs and all(
+            not Path(i["path"]).is_file() or i.get("sha256") == sha(Path(i["path"])) for i in m["inputs"])
+        if same_inputs and m["spec"]["sha256"] == sha(spec.path):
+            say(f"dataset {out} is current ({m['counts']['kept']} papers)")
+            return out
+    say("building the abstracts-chat training context")
+    res = build(spec, inputs, out, progress=sys.stderr.isatty())
+    c = res.manifest["counts"]
+    say(f"read {c['read']} records, kept {c['kept']} papers -> {out} "
+        f"(train {c['examples']['train']}, validation {c['examples']['validation']}, test {c['examples']['test']})")
+    return out
+
+
+# ---------------------------------------------------------------------------- 2. train
+
+def detect_mode(cfg: DemoConfig) -> tuple[str, str]:
+    if cfg.mode in ("gpu", "cpu"):
+        return cfg.mode, f"--mode {cfg.mode}"
+    py = venv_bin(".venv-train", "python")
+    p = subprocess.run([str(py), "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True,
+                       text=True)
+    gpu = p.stdout.strip() == "True"
+    if not gpu:
+        return "cpu", "no CUDA GPU visible to torch"
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return "cpu", "HF_HUB_OFFLINE=1, so Qwen2.5-3B-Instruct cannot be downloaded"
+    try:
+        import urllib.request
+
+        urllib.request.urlopen("https://huggingface.co/api/models/Qwen/Qwen2.5-3B-Instruct", timeout=5)
+    except Exception:
+        return "cpu", "the Hugging Face hub is not reachable, so Qwen2.5-3B-Instruct cannot be downloaded"
+    return "gpu", "a CUDA GPU and the Hugging Face hub are available"
+
+
+def step_train(cfg: DemoConfig, data: Path) -> tuple[Path, Path, Path | None]:
+    """Returns (recipe used, output dir, local base model dir or None for a hub id)."""
+    from .recipes import cpu_variant, load_recipe, write_recipe
+    from .tiny_model import TINY_DIR
+
+    mode, why = detect_mode(cfg)
+    log = cfg.logs / "train.log"
+    accelerate = venv_bin(".venv-train", "accelerate")
+    if mode == "gpu":
+        say(f"training {cfg.recipe.name} on the GPU ({why})")
+        recipe = cfg.recipe
+        out = Path(load_recipe(recipe)["output_dir"])
+        out = out if out.is_absolute() else cfg.workdir / out
+        base = None
+        env = dict(QUIET)
+        cmd = [accelerate, "launch", "-m", "axolotl.cli.train", recipe]
+    else:
+        say(f"training on the CPU: {cfg.recipe.name} rewritten for the tiny Qwen2.5 ({why}); "
+            "on a GPU machine with the hub this step runs the recipe itself")
+        py = venv_bin(".venv-train", "python")
+        if not (TINY_DIR / "model.safetensors").exists():
+            say("building the tiny random-weight Qwen2.5 with the real tokenizer")
+            run_logged([py, REPO_ROOT / "scripts" / "make_tiny_qwen.py"], cfg.logs / "tiny-model.log", "train")
+        out = cfg.workdir / "outputs" / "demo-cpu"
+        variant = cpu_variant(load_recipe(cfg.recipe), model_dir=TINY_DIR, data_root=data.parent, output_dir=out,
+                              max_steps=cfg.steps, save_steps=cfg.steps, sequence_len=512)
+        recipe = out.parent / "demo-cpu.recipe.yml"
+        body = "# " + cfg.recipe.name + " rewritten for CPU by qwenphysics.recipes.cpu_variant\n"
+        new_text = body + __import__("yaml").safe_dump(variant, sort_keys=False)
+        if not recipe.exists() or recipe.read_text() != new_text:
+            recipe.parent.mkdir(parents=True, exist_ok=True)
+            recipe.write_text(new_text)
+        base = TINY_DIR
+        env = {**OFFLINE, **QUIET, "CUDA_VISIBLE_DEVICES": ""}
+        cmd = [accelerate, "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", "--cpu", "-m", "axolotl.cli.train", recipe]
+    stamp = out / ".demo-train.json"
+    want = {"recipe": sha(recipe), "data": sha(data / "manifest.json")}
+    if stamp.exists() and json.loads(stamp.read_text()) == want and (out / "adapter_model.safetensors").exists():
+        say(f"trained adapter in {out} is current")
+        return recipe, out, base
+    if out.exists():
+        shutil.rmtree(out)
+    say(f"$ {' '.join(str(c) for c in cmd[:3])} ... {recipe}  (log: {log})")
+    t0 = time.time()
+    run_logged(cmd, log, "train", env=env, cwd=cfg.workdir,
+               hint="read the log's last error; `make setup` repairs missing packages")
+    if not (out / "adapter_model.safetensors").exists():
+        raise StepFailed("train", f"training finished without an adapter in {out}", log)
+    losses = [json.loads(line)["loss"] for line in _trainer_logs(out) if "loss" in json.loads(line)]
+    say(f"trained in {time.time() - t0:.0f} s; adapter in {out}"
+        + (f"; loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""))
+    stamp.write_text(json.dumps(want))
+    return recipe, out, base
+
+
+def _trainer_logs(out: Path) -> list[str]:
+    from .recipes import checkpoints
+
+    ck = checkpoints(out)
+    if not ck:
+        return []
+    state = json.loads((ck[-1] / "trainer_state.json").read_text())
+    return [json.dumps(e) for e in state.get("log_history", [])]
+
+
+# ---------------------------------------------------------------------------- 3. convert
+
+def step_convert(cfg: DemoConfig, recipe: Path, out: Path, base: Path | None) -> dict:
+    from .convert import ConvertError, ConvertOptions, convert_run, load_run
+
+    try:
+        run = load_run(recipe, output_dir=out)
+        run.name = "qwen3b-physics" if base is None else "demo-cpu"
+        res = convert_run(run, ConvertOptions(out_root=cfg.workdir / "models", quants=("Q4_K_M",),
+                                              base_dir=base, base_gguf=False, threads=cfg.threads,
+                                              env={**OFFLINE, **QUIET} if base is not None else dict(QUIET)))
+    except ConvertError as e:
+        raise StepFailed("convert", str(e), cfg.workdir / "models" / run.name / "convert.log" if 'run' in dir()
+                         else None, "see the log; `python scripts/convert.py --help` for options") from None
+    for name in res["files"]:
+        say(f"  {Path(res['dir']) / name}")
+    return res
+
+
+# ---------------------------------------------------------------------------- 4. serve
+
+def step_serve(cfg: DemoConfig, model: Path, lora: Path | None = None) -> list[dict]:
+    from .evaluation.questions import load as load_questions
+    from .serving import LocalStack, StackConfig, ServeError
+
+    seed = [q for q in load_questions().questions if q.seed]
+    stack_cfg = StackConfig(model=model, auth=False, data_dir=cfg.workdir / "outputs" / "webui",
+                            webui_port=cfg.port if cfg.serve else 0, threads=cfg.threads,
+                            log_dir=cfg.logs / "serve")
+    answers = []
+    say(f"starting llama.cpp's server and Open WebUI on {model.name} (logs: {stack_cfg.log_dir})")
+    try:
+        stack = LocalStack(stack_cfg)
+        stack.start()
+    except ServeError as e:
+        raise StepFailed("serve", str(e), stack_cfg.log_dir, "check the logs; is the port free? (--port)") from None
+    try:
+        from openai import OpenAI
+
+        client = OpenAI(base_url=stack.openai_base_url, api_key=stack.api_key, max_retries=1, timeout=120)
+        say(f"smoke check: the seed's {len(seed)} questions through the OpenAI API")
+        for q in seed:
+            r = client.chat.completions.create(model=stack.model, messages=[{"role": "user", "content": q.question}],
+                                               temperature=0.1, max_tokens=48)
+            text = (r.choices[0].message.content or "").strip().replace("\n", " ")
+            answers.append({"id": q.id, "question": q.question, "answer": text})
+            print(f"  Q: {q.question}\n  A: {text[:200]}", flush=True)
+        (cfg.workdir / "outputs").mkdir(parents=True, exist_ok=True)
+        (cfg.workdir / "outputs" / "demo-answers.json").write_text(json.dumps(answers, indent=2, ensure_ascii=False))
+        if not cfg.serve:
+            say("--no-serve: smoke check done, stopping the servers")
+            return answers
+        say(f"chat with your model: {stack.webui_url}   (Ctrl-C stops both servers)")
+        while True:
+            time.sleep(1)
+            for proc, name in ((stack.llama_proc, "llama-server"), (stack.webui_proc, "Open WebUI")):
+                if proc is not None and proc.poll() is not None:
+                    raise StepFailed("serve", f"{name} exited with code {proc.returncode}", stack_cfg.log_dir)
+    except KeyboardInterrupt:
+        say("stopping")
+        return answers
+    except Exception as e:
+        if isinstance(e, StepFailed):
+            raise
+        raise StepFailed("serve", f"{type(e).__name__}: {str(e)[:200]}", stack_cfg.log_dir) from None
+    finally:
+        stack.stop()
+
+
+def run_demo(cfg: DemoConfig) -> int:
+    t0 = time.time()
+    try:
+        say("1/4 data")
+        data = step_data(cfg)
+        say("2/4 train")
+        recipe, out, base = step_train(cfg, data)
+        say("3/4 convert (merge -> GGUF F16 -> Q4_K_M, GGUF LoRA)")
+        res = step_convert(cfg, recipe, out, base)
+        q4 = next(Path(res["dir"]) / n for n in res["files"] if n.endswith("Q4_K_M.gguf"))
+        say("4/4 serve")
+        step_serve(cfg, q4)
+    except StepFailed as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    say(f"done in {time.time() - t0:.0f} s")
+    return 0
