@@ -1,8 +1,10 @@
 """Merge -> GGUF -> quantize -> GGUF LoRA, with llama.cpp's own converter and quantizer.
 
 Every step is a call of a pinned llama.cpp tool (see `qwenphysics.toolchain`):
-* `axolotl merge-lora` merges the adapter into the base in 16/32-bit (it reloads the base
-  unquantized even for QLoRA recipes: never a merge into a 4-bit base);
+* `axolotl merge-lora --merge-method=legacy` merges the adapter into the base in 16/32-bit.
+  (Axolotl's default "memory-efficient" merge, for QLoRA recipes, adds the adapter to
+  NF4-round-tripped base weights. We merge into the unquantized base instead, so that the
+  merged GGUF equals the 16-bit base GGUF + the GGUF LoRA, as the tests check.)
 * `convert_hf_to_gguf.py` writes the F16 (or BF16) GGUF, with provenance and the seed's
   sampling defaults in the GGUF metadata;
 * `llama-quantize` makes each quantized type, optionally with an importance matrix from
@@ -337,7 +339,7 @@ def convert_run(run: Run, opts: ConvertOptions) -> dict:
     adapter_files = sorted(run.output_dir.glob("adapter_model.*"))
     if not adapter_files:
         raise ConvertError(f"no adapter weights (adapter_model.safetensors) in {run.output_dir}")
-    env = {**os.environ, **opts.env}
+    env = {**os.environ, "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1", "WANDB_MODE": "disabled", **opts.env}
     produced: dict = {"run": run.name, "dir": str(out), "files": {}, "timings": {}}
 
     # 1. merge in 16/32-bit with Axolotl (reloads the base unquantized)
@@ -349,7 +351,7 @@ def convert_run(run: Run, opts: ConvertOptions) -> dict:
         progress(f"1/5 merging the adapter into {run.base_model} (axolotl merge-lora)")
         t0 = time.perf_counter()
         _run([opts.train_python, "-m", "axolotl.cli.merge_lora", run.recipe, f"--lora-model-dir={run.output_dir}",
-              f"--output-dir={run.output_dir}"], env=env, log=log, step="merge the adapter (axolotl merge-lora)")
+              f"--output-dir={run.output_dir}", "--merge-method=legacy"], env=env, log=log, step="merge the adapter (axolotl merge-lora)")
         produced["timings"]["merge_s"] = round(time.perf_counter() - t0, 1)
         if not (merged / "config.json").exists():
             raise ConvertError(f"axolotl merge-lora wrote no model to {merged}; see {log}")

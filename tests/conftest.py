@@ -91,3 +91,23 @@ def tiny_gguf(tiny_model_dir, toolchain, train_python, tmp_path_factory) -> Path
     out = tmp_path_factory.mktemp("gguf") / "tiny-qwen2.5-f16.gguf"
     hf_to_gguf(tiny_model_dir, out, outtype="f16", python=train_python, toolchain=toolchain)
     return out
+
+
+@pytest.fixture(scope="session")
+def llama_server(tiny_gguf, tmp_path_factory):
+    """llama.cpp's server on the tiny GGUF (loopback, API key): .base_url (/v1), .api_key, .model."""
+    from qwenphysics.serving import LocalStack, StackConfig
+
+    work = tmp_path_factory.mktemp("llama-server")
+    stack = LocalStack(StackConfig(model=tiny_gguf, webui=False, data_dir=work, threads=2))
+    stack.start()
+
+    class Server:
+        base_url = stack.openai_base_url
+        api_key = stack.api_key
+        model = stack.model
+        url = stack.llama_url
+        handle = stack
+
+    yield Server()
+    stack.stop()
