@@ -3,14 +3,16 @@ SHELL := /bin/bash
 PY    := .venv/bin/python
 export HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1 AXOLOTL_DO_NOT_TRACK=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: help setup demo test test-fast bench clean
+.PHONY: help setup demo test test-fast serve bench soak clean
 
 help:
 	@echo "make demo       the main job: sample -> dataset -> train -> GGUF -> chat in the browser"
 	@echo "make test       every test tier (what CI runs); sets up the environments first"
 	@echo "make test-fast  the fast tier only (pytest's default)"
 	@echo "make setup      create/refresh .venv, .venv-train, .venv-serve and the llama.cpp build"
+	@echo "make serve      llama.cpp's server + Open WebUI on the newest model under models/"
 	@echo "make bench      the CPU benchmarks (dataset builder, LaTeX cleaner, GGUF generation)"
+	@echo "make soak       8 concurrent chats for 60 s through llama.cpp and Open WebUI, with a restart"
 
 setup:
 	@bash scripts/setup.sh all
@@ -24,6 +26,12 @@ test: setup
 test-fast:
 	@bash scripts/setup.sh core
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+serve: setup
+	@$(PY) scripts/serve.py $(SERVE_ARGS)
+
+soak: setup
+	@$(PY) benchmarks/soak_serve.py $(SOAK_ARGS)
 
 bench: setup
 	@$(PY) benchmarks/bench_metadata_builder.py

@@ -119,7 +119,13 @@ def step_data(cfg: DemoConfig) -> Path:
             say(f"dataset {out} is current ({m['counts']['kept']} papers)")
             return out
     say("building the abstracts-chat training context")
-    res = build(spec, inputs, out, progress=sys.stderr.isatty())
+    from dataset_builders.records import InputError
+
+    try:
+        res = build(spec, inputs, out, progress=sys.stderr.isatty())
+    except InputError as e:
+        raise StepFailed("data", str(e), hint="check the --input paths (Kaggle snapshot, OAI pages folder or "
+                                              "hf:<dataset id>)") from None
     c = res.manifest["counts"]
     say(f"read {c['read']} records, kept {c['kept']} papers -> {out} "
         f"(train {c['examples']['train']}, validation {c['examples']['validation']}, test {c['examples']['test']})")

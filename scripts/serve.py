@@ -44,25 +44,54 @@ def positive(text: str) -> int:
 
 
 def run_parser() -> Parser:
-    p = Parser(prog="serve.py", description=__doc__.split("\n\n")[1],
-               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, help="base model GGUF (default: newest *.gguf under models/, "
-                   "Q4_K_M preferred, LoRA adapters skipped; or MODEL_FILE in the env file)")
+    p = Parser(
+        prog="serve.py",
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="base model GGUF (default: newest *.gguf under models/, "
+        "Q4_K_M preferred, LoRA adapters skipped; or MODEL_FILE in the env file)",
+    )
     p.add_argument("--lora", type=Path, help="GGUF LoRA adapter applied on top of --model")
-    p.add_argument("--port", type=int, help="Open WebUI's port on 127.0.0.1 (default: WEBUI_PORT or 3000)")
-    p.add_argument("--llama-port", type=int, default=0, help="llama server's port (default: a free one)")
+    p.add_argument(
+        "--port", type=int, help="Open WebUI's port on 127.0.0.1 (default: WEBUI_PORT or 3000)"
+    )
+    p.add_argument(
+        "--llama-port", type=int, default=0, help="llama server's port (default: a free one)"
+    )
     p.add_argument("--threads", type=positive, help="llama server CPU threads (default: all cores)")
-    p.add_argument("--ctx-size", type=positive, help=f"context per chat in tokens (default: {serving.CTX_SIZE})")
-    p.add_argument("--parallel", type=positive, help=f"chats served at once (default: {serving.PARALLEL})")
+    p.add_argument(
+        "--ctx-size",
+        type=positive,
+        help=f"context per chat in tokens (default: {serving.CTX_SIZE})",
+    )
+    p.add_argument(
+        "--parallel", type=positive, help=f"chats served at once (default: {serving.PARALLEL})"
+    )
     p.add_argument("--gpu-layers", type=int, help="layers offloaded to a GPU (a CUDA build only)")
-    p.add_argument("--no-auth", action="store_true", help="Open WebUI without login (tests, demos; "
-                   "a fresh data dir only)")
-    p.add_argument("--data-dir", type=Path, help="Open WebUI's data (default: outputs/webui/auth or "
-                   "outputs/webui/no-auth)")
-    p.add_argument("--env-file", type=Path, help="settings file (default: serve/.env when it exists)")
-    p.add_argument("--backend", choices=("auto", "binary", "python"), default="auto",
-                   help="llama.cpp's llama-server binary or llama-cpp-python's server (auto: the binary "
-                   "when built)")
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="Open WebUI without login (tests, demos; a fresh data dir only)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="Open WebUI's data (default: outputs/webui/auth or outputs/webui/no-auth)",
+    )
+    p.add_argument(
+        "--env-file", type=Path, help="settings file (default: serve/.env when it exists)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=("auto", "binary", "python"),
+        default="auto",
+        help="llama.cpp's llama-server binary or llama-cpp-python's server (auto: the binary "
+        "when built)",
+    )
     return p
 
 
@@ -76,7 +105,10 @@ def provision_parser() -> Parser:
 
 def provision(argv: list[str]) -> int:
     args = provision_parser().parse_args(argv)
-    email, password = os.environ.get("WEBUI_ADMIN_EMAIL", ""), os.environ.get("WEBUI_ADMIN_PASSWORD", "")
+    email, password = (
+        os.environ.get("WEBUI_ADMIN_EMAIL", ""),
+        os.environ.get("WEBUI_ADMIN_PASSWORD", ""),
+    )
     if not (email and password):
         raise serving.ServeError("set WEBUI_ADMIN_EMAIL and WEBUI_ADMIN_PASSWORD (serve/.env)")
     url = args.webui_url.rstrip("/")
@@ -95,7 +127,9 @@ def run(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
     env_path = args.env_file or (serving.ENV_FILE if serving.ENV_FILE.exists() else None)
     if args.env_file and not args.env_file.is_file():
-        raise serving.ServeError(f"env file {args.env_file} does not exist: copy serve/.env.example")
+        raise serving.ServeError(
+            f"env file {args.env_file} does not exist: copy serve/.env.example"
+        )
     env = serving.read_env_file(env_path) if env_path else {}
     settings = serving.StackConfig.env_settings(env)
     if args.model is None and "model" not in settings:
@@ -104,34 +138,60 @@ def run(argv: list[str]) -> int:
         value = getattr(args, name)
         if value is not None:
             settings[name] = value
-    port = args.port if args.port is not None else int(env.get("WEBUI_PORT") or 3000)
+    port = args.port
+    if port is None:
+        try:
+            port = int(env.get("WEBUI_PORT") or 3000)
+        except ValueError:
+            raise serving.ServeError(
+                f"WEBUI_PORT={env['WEBUI_PORT']!r} in {env_path} is not a port number"
+            ) from None
+    if not 1 <= port <= 65535:
+        raise serving.ServeError(f"port {port} is out of range: pass --port 1024..65535")
     auth = not args.no_auth
     data_dir = args.data_dir or serving.DEFAULT_DATA_DIR / ("auth" if auth else "no-auth")
-    config = serving.StackConfig(**settings, webui_port=port, llama_port=args.llama_port, auth=auth,
-                                 data_dir=data_dir, backend=args.backend)
+    config = serving.StackConfig(
+        **settings,
+        webui_port=port,
+        llama_port=args.llama_port,
+        auth=auth,
+        data_dir=data_dir,
+        backend=args.backend,
+    )
     # Ctrl-C and SIGTERM both end in LocalStack.__exit__, which stops both servers.
     signal.signal(signal.SIGTERM, _interrupt)
-    print(f"starting llama.cpp's server on {config.model.name}"
-          f"{' + ' + config.lora.name if config.lora else ''} and Open WebUI (logs: {config.log_dir})",
-          flush=True)
+    print(
+        f"starting llama.cpp's server on {config.model.name}"
+        f"{' + ' + config.lora.name if config.lora else ''} and Open WebUI (logs: {config.log_dir})",
+        flush=True,
+    )
     try:
         with serving.LocalStack(config) as stack:
             print(f"\nOpen WebUI: {stack.webui_url}  (model: {stack.preset_model})", flush=True)
             if auth:
                 email, _ = stack.admin_credentials()
-                where = "WEBUI_ADMIN_PASSWORD in the env file" if config.admin_password else \
-                    config.data_dir / "admin-password.txt"
+                where = (
+                    "WEBUI_ADMIN_PASSWORD in the env file"
+                    if config.admin_password
+                    else config.data_dir / "admin-password.txt"
+                )
                 print(f"sign in as {email}; password: {where}", flush=True)
-            print(f"OpenAI-compatible API: {stack.openai_base_url} (key: LLAMA_API_KEY"
-                  f"{' in the env file' if config.api_key else ', random for this run'})", flush=True)
+            print(
+                f"OpenAI-compatible API: {stack.openai_base_url} (key: LLAMA_API_KEY"
+                f"{' in the env file' if config.api_key else ', random for this run'})",
+                flush=True,
+            )
             print("Ctrl-C stops both servers.", flush=True)
             while stack.llama_proc.poll() is None and stack.webui_proc.poll() is None:
                 try:
                     stack.llama_proc.wait(timeout=1)
                 except subprocess.TimeoutExpired:
                     pass
-            dead, log = (("llama server", stack.llama_log) if stack.llama_proc.poll() is not None
-                         else ("Open WebUI", stack.webui_log))
+            dead, log = (
+                ("llama server", stack.llama_log)
+                if stack.llama_proc.poll() is not None
+                else ("Open WebUI", stack.webui_log)
+            )
             raise serving.ServeError(f"{dead} stopped unexpectedly: see {log}")
     except KeyboardInterrupt:
         print("\nstopped", flush=True)
