@@ -9,7 +9,7 @@ Prints a table (requests, errors, p50/p95 time to first token, tokens/s per chat
 optionally writes it as JSON. All traffic goes to 127.0.0.1; every loop is bounded in time.
 
 Usage:
-  .venv/bin/python benchmarks/soak_serve.py --model models/qwenphysics-3b-Q4_K_M.gguf
+  .venv/bin/python benchmarks/soak_serve.py --model models/qwen3b-physics/qwen3b-physics-Q4_K_M.gguf
   .venv/bin/python benchmarks/soak_serve.py --concurrency 8 --duration 60 --max-tokens 64 --json out.json
 """
 

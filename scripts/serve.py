@@ -6,7 +6,7 @@ both on Ctrl-C. Logs: <data dir>/logs/.
 
 Usage:
   .venv/bin/python scripts/serve.py                    # newest GGUF under models/ (Q4_K_M first)
-  .venv/bin/python scripts/serve.py --model models/qwenphysics-3b-Q4_K_M.gguf --port 3000
+  .venv/bin/python scripts/serve.py --model models/qwen3b-physics/qwen3b-physics-Q4_K_M.gguf --port 3000
   .venv/bin/python scripts/serve.py --model models/base-Q4_K_M.gguf --lora models/adapter-F16.gguf
   .venv/bin/python scripts/serve.py --no-auth --threads 2 --ctx-size 4096   # a local demo
   .venv/bin/python scripts/serve.py provision --webui-url http://open-webui:8080
