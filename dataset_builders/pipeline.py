@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from . import contexts
 from .dedup import KeySet
@@ -83,12 +83,26 @@ def iter_papers(inputs: Iterable[str], limit: int | None, counts: Counter, input
 
 
 def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None, progress: bool = False,
-          hash_inputs: bool = True, papers: Iterator[Paper] | None = None) -> BuildResult:
-    """Build one metadata training context. `papers` may replace `inputs` (used by mixtures)."""
+          hash_inputs: bool = True, papers: Iterator[Paper] | None = None, counts: Counter | None = None,
+          render: Callable[[Spec, Paper, int], list[dict] | Drop] | None = None,
+          input_issues: list[dict] | None = None, extra_manifest: dict | None = None,
+          card_notes: str | Callable[[dict], str] | None = None,
+          tokens: Callable[[], dict | None] | None = None) -> BuildResult:
+    """Build one training context. `papers` may replace `inputs` (full text, mixtures).
+
+    Another source feeding `papers` counts what it read and dropped itself, in `counts`
+    (`read`, `drop:<reason>`) and `input_issues`, so the manifest still adds up. `render`
+    replaces `contexts.render`; it may return a `Drop` (counted under its reason).
+    `extra_manifest` adds (or overrides) top-level manifest keys when the build ends (so a
+    renderer may fill it while running); `card_notes` is Markdown appended to the data card
+    (or a function of the finished manifest that returns it). `tokens` returns the manifest's
+    token statistics instead of sampling them (a renderer that counted every example's tokens).
+    """
     contexts.check_templates(spec)
     checks = build_filters(spec.filters)
-    counts: Counter = Counter()
-    input_issues: list[dict] = []
+    counts = counts if counts is not None else Counter()
+    input_issues = input_issues if input_issues is not None else []
+    render = render or contexts.render
     ids, contents = KeySet(), KeySet()
     writer = SplitWriter(out)
     bar = _progress(limit, progress)
@@ -116,16 +130,27 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
                 counts["drop:duplicate_content"] += 1
                 continue
             b = bucket(p.id)
-            writer.write(split_of_bucket(b), contexts.render(spec, p, b))
+            examples = render(spec, p, b)
+            if isinstance(examples, Drop):
+                counts["drop:" + examples.reason] += 1
+                continue
+            writer.write(split_of_bucket(b), examples)
             counts["kept"] += 1
         if bar is not None:
             bar.n = counts["read"]
             bar.close()
         checksums = writer.close_files()
         seconds = time.perf_counter() - t0
-        manifest = make_manifest(spec, inputs, counts, writer, checksums, input_issues, hash_inputs)
+        manifest = make_manifest(spec, inputs, counts, writer, checksums, input_issues, hash_inputs,
+                                 tokens=tokens)
+        if extra_manifest:
+            manifest.update(extra_manifest)
         writer.write_text("manifest.json", manifest_json(manifest))
-        writer.write_text("README.md", data_card(manifest))
+        card = data_card(manifest)
+        notes = card_notes(manifest) if callable(card_notes) else card_notes
+        if notes:
+            card = card.rstrip("\n") + "\n\n" + notes.strip("\n") + "\n"
+        writer.write_text("README.md", card)
         writer.commit()
     except BaseException:
         writer.abort()
@@ -134,7 +159,7 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
 
 
 def make_manifest(spec: Spec, inputs: list[str], counts: Counter, writer: SplitWriter, checksums: dict,
-                  input_issues: list, hash_inputs: bool) -> dict:
+                  input_issues: list, hash_inputs: bool, tokens: Callable[[], dict | None] | None = None) -> dict:
     dropped = {k[5:]: v for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if k.startswith("drop:")}
     inputs_info = []
     for s in inputs:
@@ -170,7 +195,7 @@ def make_manifest(spec: Spec, inputs: list[str], counts: Counter, writer: SplitW
             "papers": {s: writer.papers[s] for s in SPLITS},
             "examples": {s: writer.lines[s] for s in SPLITS},
         },
-        "tokens": token_stats(writer.samples, writer.lines),
+        "tokens": tokens() if tokens is not None else token_stats(writer.samples, writer.lines),
         "checksums": checksums,
         "fields": (["messages", "id", "template"] if spec.format == "chat" else ["text", "id"]),
     }

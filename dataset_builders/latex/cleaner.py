@@ -17,7 +17,12 @@ _BIB = re.compile(
     r"\\begin\s*\{(?:thebibliography|references)\}|\\bibliography\s*\{|"
     r"\\printbibliography(?![A-Za-z@])"
 )
-_APPENDIX = re.compile(r"\\appendix(?![A-Za-z@])|\\begin\s*\{(?:appendix|appendices)\}")
+# The bibliography and appendix markers at once (group 1: an appendix): one pass over the
+# body instead of two.
+_BACK_MATTER = re.compile(
+    r"\\(?:(appendix(?![A-Za-z@])|begin\s*\{(?:appendix|appendices)\})"
+    r"|begin\s*\{(?:thebibliography|references)\}|bibliography\s*\{|printbibliography(?![A-Za-z@]))"
+)
 _FRONT = re.compile(r"\\(title|abstract)(?![A-Za-z@])|\\begin\s*\{abstract\}")
 
 DEFAULT_LIMITS = Limits()
@@ -83,10 +88,23 @@ def _split_document(text: str) -> tuple[str, str]:
     return preamble, body
 
 
+def _first_back_matter(body: str) -> tuple[re.Match | None, re.Match | None]:
+    """First bibliography and first appendix marker, in one scan."""
+    bib = app = None
+    for m in _BACK_MATTER.finditer(body):
+        if m.group(1) is not None:
+            if app is None:
+                app = m
+        elif bib is None:
+            bib = m
+        if bib is not None and app is not None:
+            break
+    return bib, app
+
+
 def _cut_back_matter(body: str, keep_appendix: bool, stats: dict) -> str:
     """Drop the bibliography and everything after it; drop appendices unless kept."""
-    bib = _BIB.search(body)
-    app = _APPENDIX.search(body)
+    bib, app = _first_back_matter(body)
     stats["bibliography_dropped"] = int(bib is not None)
     stats["appendix_dropped"] = int(app is not None and not keep_appendix)
     if not keep_appendix:

@@ -63,6 +63,9 @@ _DEF_CMD = re.compile(
 _NAME_IN_BRACES = re.compile(r"\{\s*(\\(?:[A-Za-z@]+|.))\s*\}", re.S)
 _LET_TAIL = re.compile(r"\s*(\\(?:[A-Za-z@]+|.))\s*=?\s*(\\(?:[A-Za-z@]+|.))", re.S)
 _INT = re.compile(r"\s*(\d)\s*$")
+_MEMO_ENTRIES = 4096  # distinct macro calls remembered per paper
+_MEMO_CHARS = 512  # longest arguments / expansion remembered
+_SIMPLE_GROUP = re.compile(r"\{((?:[^{}\\]++|\\[^{}])*+)\}")  # a group without nested braces
 
 
 def harvest(text: str, defs: Definitions, *, keep_text: bool = True) -> str:
@@ -305,6 +308,9 @@ class Expander:
         self.max_chars = limits.max_text_chars
         self.expanded = 0
         self.produced = 0
+        # (template, *arguments) -> (result, nested expansions, characters produced), for
+        # top-level calls: counting the nested work again keeps the budgets exact
+        self.memo: dict[tuple, tuple[str, int, int]] = {}
 
     def expand(self, s: str, depth: int = 0) -> str:
         templates = self.templates
@@ -313,6 +319,7 @@ class Expander:
         out: list[str] = []
         pos = 0
         n = len(s)
+        memo = self.memo
         for m in self.pattern.finditer(s):
             t = templates.get(m.group(1))
             if t is None:
@@ -330,6 +337,11 @@ class Expander:
             need = t.nargs
             while len(args) < need:
                 if i < n and s[i] == "{":  # fast path: the argument follows directly
+                    g = _SIMPLE_GROUP.match(s, i)  # no nested or escaped braces: one C call
+                    if g is not None:
+                        args.append(g.group(1))
+                        i = g.end()
+                        continue
                     e = match_brace(s, i)
                     if e < 0:
                         break
@@ -348,16 +360,32 @@ class Expander:
                 raise LatexError(
                     "macro_recursion", f"expansion nested deeper than {self.max_depth}"
                 )
-            if args:
-                for k, a in enumerate(args):
-                    if "\\" in a:
-                        args[k] = self.expand(a, depth + 1)
-                result = t.fill(args)
+            hit = key = None
+            if args and depth == 0 and sum(map(len, args)) <= _MEMO_CHARS:
+                key = (t, *args)  # a call repeated in the text (same arguments) is reused
+                hit = memo.get(key)
+            if hit is not None:
+                result, nested, produced = hit
+                self.expanded += nested
+                if self.expanded > self.budget:
+                    raise LatexError(
+                        "macro_recursion", f"expansion budget of {self.budget} exhausted"
+                    )
+                self.produced += produced
             else:
-                result = t.fill(args) if len(t.parts) > 1 else t.parts[0]
-            if t.rescan:
-                result = self.expand(result, depth + 1)
-            self.produced += len(result)
+                e0, p0 = self.expanded, self.produced
+                if args:
+                    for k, a in enumerate(args):
+                        if "\\" in a:
+                            args[k] = self.expand(a, depth + 1)
+                    result = t.fill(args)
+                else:
+                    result = t.fill(args) if len(t.parts) > 1 else t.parts[0]
+                if t.rescan:
+                    result = self.expand(result, depth + 1)
+                self.produced += len(result)
+                if key is not None and len(memo) < _MEMO_ENTRIES and len(result) <= _MEMO_CHARS:
+                    memo[key] = (result, self.expanded - e0, self.produced - p0)
             if self.produced > self.max_chars:
                 raise LatexError("macro_recursion", "expansion output too large")
             if start > pos:

@@ -140,10 +140,11 @@ class Project:
     def find_main(self) -> str:
         included: set[str] = set()
         scored = []
-        for path in self.candidates:
-            t = self.text(path)
-            for target in self._include_targets(path, t):
-                included.add(target)
+        if len(self.candidates) > 1:  # a single candidate needs no ranking by inclusion
+            for path in self.candidates:
+                t = self.text(path)
+                for target in self._include_targets(path, t):
+                    included.add(target)
         for path in self.candidates:
             t = self.text(path)
             has_class = _DOCCLASS.search(t) is not None

@@ -1,0 +1,278 @@
+"""The shard map: LaTeX sources -> cleaned papers on disk, one unit at a time, resumable.
+
+`process_shard(unit, work_dir, limits)` is a pure function of its unit's files: it streams
+the papers, cleans each with `latex.clean_project`, cuts the text into token-counted atoms
+(`atoms.py`) and writes, in `work_dir`:
+
+* `<name>.jsonl`  one line per paper read, in input order: a cleaned paper
+                  `{"id", "title", "abstract", "sections": [{"l", "t", "h", "a"}], "meta"?}`
+                  or a failure `{"id", "error": <reason>}` (`id` is null when unknown);
+* `<name>.ids`    the arXiv ids of those lines, one a line (the reduce step's metadata join
+                  reads these instead of the large JSONL);
+* `<name>.done`   written last: the unit's fingerprint and counts (`ShardResult`).
+
+Data files are written under temporary names and renamed; a stale `.done` is removed before
+work starts, so an interrupted unit has no marker and is redone. A marker whose fingerprint
+(input names, sizes and mtimes, cleaner version, limits) still matches means the unit is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import orjson
+
+from ..latex import LatexError, Limits, clean_project, iter_source_tar, read_eprint, read_project_dir
+from ..readers.unarxive import iter_unarxive
+from ..split import base_id
+from . import atoms
+from .inputs import Unit, _eprint_id
+
+WORK_VERSION = "1"  # bump when the cleaned-paper format or the cleaner's output changes
+
+
+@dataclass
+class ShardResult:
+    name: str
+    label: str
+    fingerprint: str
+    records: int = 0  # papers read (lines in <name>.jsonl)
+    cleaned: int = 0  # of which cleaned to text
+    errors: dict = field(default_factory=dict)  # reason -> papers
+    member_issues: dict = field(default_factory=dict)  # archive members skipped, by reason
+    input_issues: list = field(default_factory=list)  # e.g. shard_truncated
+    stats: dict = field(default_factory=dict)  # cleaner counters summed over the unit
+    seconds: float = 0.0
+    resumed: bool = False
+
+    def line(self) -> str:
+        if self.resumed:
+            return f"{self.label}: done earlier ({self.records} papers, {self.cleaned} cleaned), skipped"
+        issues = "".join(f", {i['issue']}" for i in self.input_issues)
+        return f"{self.label}: {self.records} papers, {self.cleaned} cleaned, {self.seconds:.1f} s{issues}"
+
+
+def fingerprint(unit: Unit, limits: Limits, keep_appendix: bool) -> str:
+    h = hashlib.sha256()
+    h.update(f"work {WORK_VERSION}\0{unit.kind}\0{keep_appendix}\0{limits!r}\0".encode())
+    for p in unit.paths:
+        st = os.stat(p)
+        h.update(f"{os.path.basename(p)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        if os.path.isdir(p):  # a project folder: its files' sizes and mtimes
+            for dirpath, dirnames, filenames in os.walk(p):
+                dirnames.sort()
+                for fn in sorted(filenames):
+                    f = os.path.join(dirpath, fn)
+                    try:
+                        s = os.lstat(f)
+                    except OSError:
+                        continue
+                    h.update(f"{os.path.relpath(f, p)}\0{s.st_size}\0{s.st_mtime_ns}\0".encode())
+    return h.hexdigest()
+
+
+def _iter_unit(unit: Unit, limits: Limits, members: Counter, issues: list) -> Iterator[tuple]:
+    """(id | None, files dict | LatexError | unarXive paper dict)."""
+    if unit.kind == "tar":
+        for aid, res in iter_source_tar(unit.paths[0], limits, members):
+            if isinstance(res, LatexError) and res.reason == "shard_truncated":
+                issues.append({"input": unit.label, "issue": "shard_truncated"})
+                continue
+            if isinstance(res, LatexError) and res.reason == "bad_member_name":
+                yield None, res
+                continue
+            yield aid, res
+    elif unit.kind == "eprints":
+        for p in unit.paths:
+            aid = _eprint_id(Path(p))
+            try:
+                with open(p, "rb") as f:
+                    data = f.read(limits.max_eprint_bytes + 1)
+                if len(data) > limits.max_eprint_bytes:
+                    raise LatexError("too_large", p)
+                yield aid, read_eprint(os.path.basename(p), data, limits, members)
+            except LatexError as e:
+                yield aid, e
+            except OSError as e:
+                yield aid, LatexError("unreadable", str(e))
+    elif unit.kind == "projects":
+        for p in unit.paths:
+            aid = _eprint_id(Path(p))
+            try:
+                yield aid, read_project_dir(p, limits, members)
+            except LatexError as e:
+                yield aid, e
+            except OSError as e:
+                yield aid, LatexError("unreadable", str(e))
+    elif unit.kind == "unarxive":
+        drops: Counter = Counter()
+        for d in iter_unarxive(unit.paths[0], drops):
+            yield d["id"], d
+        for reason, n in sorted(drops.items()):
+            if reason == "decode_error":
+                issues.append({"input": unit.label, "issue": "truncated_input"})
+                continue
+            for _ in range(n):
+                yield None, LatexError(reason)
+    else:  # pragma: no cover
+        raise ValueError(unit.kind)
+
+
+def _sections_record(tok, sections, stats: dict) -> list[dict]:
+    out = []
+    texts = [s.text or "" for s in sections]
+    heads = [atoms.heading(s.level, s.title) for s in sections if s.level > 0 and s.title]
+    head_counts = iter(atoms.counts(tok, heads))
+    for s, a in zip(sections, atoms.atomize_many(tok, texts, stats)):
+        rec = {"l": s.level, "t": s.title, "h": next(head_counts) if s.level > 0 and s.title else 0, "a": a}
+        if rec["a"] or rec["h"]:
+            out.append(rec)
+    return out
+
+
+def _clean_one(aid, res, tok, limits: Limits, keep_appendix: bool, stats: Counter) -> dict:
+    if isinstance(res, LatexError):
+        return {"id": aid, "error": res.reason}
+    if isinstance(res, dict) and "sections" in res and "metadata" in res:  # unarXive paper
+        secs = _sections_record(tok, res["sections"], stats)
+        if not secs:
+            return {"id": aid, "error": "empty_body"}
+        return {"id": aid, "title": res["title"], "abstract": res["abstract"], "sections": secs,
+                "meta": res["metadata"]}
+    try:
+        paper = clean_project(res, keep_appendix=keep_appendix, limits=limits)
+    except LatexError as e:
+        return {"id": aid, "error": e.reason}
+    except RecursionError:
+        return {"id": aid, "error": "cleaner_recursion"}
+    except Exception:  # never let one paper stop a shard; counted, and visible in the manifest
+        return {"id": aid, "error": "cleaner_error"}
+    for k in ("includes_missing", "macro_defs_unsupported", "unknown_macros", "unbalanced", "too_deep"):
+        v = paper.stats.get(k)
+        if isinstance(v, int):
+            stats[k] += v
+    secs = _sections_record(tok, paper.sections, stats)
+    if not secs:
+        return {"id": aid, "error": "empty_after_cleaning"}
+    return {"id": aid, "title": paper.title, "abstract": paper.abstract, "sections": secs}
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def process_shard(unit: Unit | str | os.PathLike, work_dir: str | os.PathLike, limits: Limits = Limits(),
+                  keep_appendix: bool = False) -> ShardResult:
+    """Clean every paper of one unit into `work_dir`; safe to call from any process or host
+    that sees `work_dir` (see the package docstring for Ray)."""
+    t0 = time.perf_counter()
+    if not isinstance(unit, Unit):  # a bare path: a shard, an e-print, a project or unarXive file
+        from .inputs import classify
+
+        units = classify([os.fspath(unit)]).units
+        if len(units) != 1:
+            raise ValueError(f"{unit}: not a single source unit")
+        unit = units[0]
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    fp = fingerprint(unit, limits, keep_appendix)
+    done = work / f"{unit.name}.done"
+    if done.exists():
+        done.unlink()
+    tok = atoms.get_tokenizer()
+    members: Counter = Counter()
+    errors: Counter = Counter()
+    stats: Counter = Counter()
+    issues: list = []
+    records = cleaned = 0
+    tmp = work / f"{unit.name}.jsonl.tmp-{os.getpid()}"
+    ids: list[str] = []
+    with open(tmp, "wb", buffering=1 << 20) as out:
+        for aid, res in _iter_unit(unit, limits, members, issues):
+            aid = base_id(aid) if aid else None
+            rec = _clean_one(aid, res, tok, limits, keep_appendix, stats)
+            records += 1
+            if "error" in rec:
+                errors[rec["error"]] += 1
+            else:
+                cleaned += 1
+            out.write(orjson.dumps(rec) + b"\n")
+            ids.append(aid or "")
+    os.replace(tmp, work / f"{unit.name}.jsonl")
+    _atomic_write(work / f"{unit.name}.ids", "".join(i + "\n" for i in ids).encode())
+    result = ShardResult(name=unit.name, label=unit.label, fingerprint=fp, records=records, cleaned=cleaned,
+                         errors=dict(sorted(errors.items())), member_issues=dict(sorted(members.items())),
+                         input_issues=issues, stats=dict(sorted(stats.items())),
+                         seconds=round(time.perf_counter() - t0, 3))
+    _atomic_write(done, json.dumps(asdict(result), indent=1).encode())
+    return result
+
+
+def load_done(unit: Unit, work_dir: Path, fp: str) -> ShardResult | None:
+    """The unit's result if a finished, matching run of it is on disk."""
+    done = work_dir / f"{unit.name}.done"
+    try:
+        d = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None
+    if d.get("fingerprint") != fp:
+        return None
+    if not (work_dir / f"{unit.name}.jsonl").exists() or not (work_dir / f"{unit.name}.ids").exists():
+        return None
+    d["resumed"] = True
+    try:
+        return ShardResult(**d)
+    except TypeError:
+        return None
+
+
+def _task(args) -> ShardResult:
+    unit, work_dir, limits, keep_appendix = args
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return process_shard(unit, work_dir, limits, keep_appendix)
+
+
+def run_map(units: list[Unit], work_dir: Path, limits: Limits, keep_appendix: bool = False, workers: int = 1,
+            log: Callable[[str], None] | None = None) -> list[ShardResult]:
+    """Process every unit not already done (in `workers` spawned processes); results in unit order."""
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, ShardResult] = {}
+    todo: list[Unit] = []
+    n = len(units)
+    for i, u in enumerate(units, 1):
+        r = load_done(u, work_dir, fingerprint(u, limits, keep_appendix))
+        if r is not None:
+            results[u.name] = r
+            log(f"[shard {i}/{n}] {r.line()}")
+        else:
+            todo.append(u)
+    pos = {u.name: i for i, u in enumerate(units, 1)}
+    if todo and (workers <= 1 or len(todo) == 1):
+        for u in todo:
+            r = process_shard(u, work_dir, limits, keep_appendix)
+            results[u.name] = r
+            log(f"[shard {pos[u.name]}/{n}] {r.line()}")
+    elif todo:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(min(workers, len(todo))) as pool:
+            try:
+                for r in pool.imap_unordered(_task, [(u, work_dir, limits, keep_appendix) for u in todo]):
+                    results[r.name] = r
+                    log(f"[shard {pos[r.name]}/{n}] {r.line()}")
+            except BaseException:
+                pool.terminate()
+                raise
+    return [results[u.name] for u in units]
