@@ -315,8 +315,7 @@ def test_lora_adapter_on_top_of_the_base(tiny_gguf, toolchain, tmp_path):
 def test_python_server_fallback(tiny_gguf, tmp_path):
     python = serving.SERVE_VENV / "bin" / "python"
     probe = subprocess.run([str(python), "-c", "import llama_cpp.server"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip("llama-cpp-python[server] is not installed in .venv-serve")
+    assert probe.returncode == 0, "llama-cpp-python[server] is missing from .venv-serve: run `make setup`"
     config = serving.StackConfig(model=tiny_gguf, webui=False, backend="python", data_dir=tmp_path)
     with serving.LocalStack(config) as s:
         assert s.backend == "python"
