@@ -24,7 +24,7 @@ test: setup
 	@$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 test-fast:
-	@bash scripts/setup.sh core
+	@bash scripts/setup.sh llama core train artifacts
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 serve: setup

@@ -223,7 +223,12 @@ def _targz(files: dict[str, str]) -> bytes:
 def source_shard(recs: list[dict], n_papers: int = 8) -> bytes:
     """A bulk source tar: YYMM/<id>.gz members for the first physics papers of `recs`."""
     out = io.BytesIO()
-    chosen = [r for r in recs if r["categories"].split()[0] in BANKS and "withdrawn" not in r["comments"]][:n_papers]
+    from .split import split_of
+
+    usable = [r for r in recs if r["categories"].split()[0] in BANKS and "withdrawn" not in r["comments"]]
+    # every split gets full texts, so each context has validation and test examples too
+    held_out = [next(r for r in usable if split_of(r["id"]) == s) for s in ("validation", "test")]
+    chosen = [r for r in usable if split_of(r["id"]) == "train"][: n_papers - len(held_out)] + held_out
     with tarfile.open(fileobj=out, mode="w") as tar:
         for k, r in enumerate(chosen):
             fields = {

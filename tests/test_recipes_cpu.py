@@ -206,6 +206,12 @@ def test_default_resumes_from_its_checkpoint(default_run):
     assert log.count("'loss':") == 2, "the second run trained 2 steps, not 4"
     first = [e for e in default_run["state_first"]["log_history"] if "loss" in e]
     assert [e for e in state["log_history"] if "loss" in e][:2] == first
+    # The resumed process evaluates on start: with the checkpoint's adapter it scores exactly
+    # what the first run scored at step 2, not what the untrained model scored at step 0.
+    evals = [(e["step"], e["eval_loss"]) for e in state["log_history"] if "eval_loss" in e]
+    at_2 = [loss for step, loss in evals if step == 2]
+    assert len(at_2) == 2 and at_2[0] == at_2[1], evals
+    assert evals[0][0] == 0 and evals[0][1] != at_2[0]
 
 
 def test_default_merged_model_loads_and_generates(default_run):

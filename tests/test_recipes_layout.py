@@ -81,7 +81,8 @@ def test_keys_are_grouped_under_comments(recipe):
 
 _ARITH = re.compile(
     r"Batch arithmetic: micro_batch_size (\d+) x sequence_len ([\d,]+) x "
-    r"gradient_accumulation_steps (\d+)(?:\s+#?\s*x (\d+) (?:GPUs|workers))?\s+#?\s*= ([\d,]+) tokens")
+    r"gradient_accumulation_steps (\d+)(?:\s+#?\s*x (\d+) (?:GPUs|workers))?"
+    r"\s+#?\s*= ([\d,]+) tokens")
 
 
 @pytest.mark.parametrize("recipe", IDS)

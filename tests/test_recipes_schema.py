@@ -102,7 +102,8 @@ def test_resolved_config_is_what_the_recipe_promises(reports, recipe):
         assert c["eot_tokens"] == ["<|im_end|>"]
     assert c["train_on_inputs"] is False
     # memory, schedule, evaluation, checkpoints, logging, reproducibility
-    assert c["gradient_checkpointing"] or (c.get("fsdp_config") or {}).get("activation_checkpointing")
+    fsdp = c.get("fsdp_config") or {}
+    assert c["gradient_checkpointing"] or fsdp.get("activation_checkpointing")
     assert c["lr_scheduler"] == "cosine" and (c.get("warmup_ratio") or c.get("warmup_steps"))
     assert c["test_datasets"] and c["eval_steps"] and c["save_steps"]
     assert c["auto_resume_from_checkpoints"] is True
