@@ -19,14 +19,17 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\$(])")
 
 def unwrap(text: str) -> str:
     """Collapse hard wraps and indentation to single spaces (one line)."""
-    return " ".join(text.split())
+    r = text.strip().replace("\n", " ")
+    if "  " in r or "\t" in r or "\r" in r or "\x0b" in r or "\x0c" in r:
+        return " ".join(text.split())
+    return r
 
 
 def unwrap_abstract(text: str) -> str:
     """Unwrap an abstract, keeping real paragraph breaks as blank lines."""
     text = text.strip()
     if "\n " not in text and "\n\t" not in text:  # no indented line: plain hard wraps
-        return " ".join(text.split())
+        return unwrap(text)
     paragraphs: list[list[str]] = [[]]
     prev = ""
     for line in text.split("\n"):

@@ -6,6 +6,7 @@ manifest. `read == kept + sum(dropped)` holds for every build (tests check it).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import sys
 import time
@@ -107,6 +108,10 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
     writer = SplitWriter(out)
     bar = _progress(limit, progress)
     t0 = time.perf_counter()
+    # The loop allocates millions of short-lived dicts and strings but no reference cycles:
+    # the cyclic garbage collector would only rescan them (a third of the run time).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         source = papers if papers is not None else iter_papers(inputs, limit, counts, input_issues,
                                                                prefilter=category_check(spec.filters))
@@ -155,6 +160,9 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
     except BaseException:
         writer.abort()
         raise
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return BuildResult(out=out, manifest=manifest, seconds=seconds, counts=dict(counts))
 
 
