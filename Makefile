@@ -21,7 +21,7 @@ demo: setup
 	@$(PY) scripts/demo.py $(DEMO_ARGS)
 
 test: setup
-	@$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+	@$(PY) -m pytest -m "slow or not slow" --durations=25 $(PYTEST_ARGS)
 
 test-fast:
 	@bash scripts/setup.sh llama core train artifacts

@@ -93,6 +93,41 @@ def tiny_gguf(tiny_model_dir, toolchain, train_python, tmp_path_factory) -> Path
     return out
 
 
+def train_cpu_run(recipe_rel: str, context: str, work: Path, sample_dir: Path, train_python: Path,
+                  tiny_model_dir: Path, learning_rate: float = 0.01, steps: int = 8) -> Path:
+    """A recipe rewritten for CPU (tiny model), trained for real on its context built from the
+    sample; a large learning rate so the adapter moves the model measurably."""
+    from qwenphysics.recipes import cpu_variant, load_recipe, write_recipe
+
+    data = work / "data"
+    run([sys.executable, "-m", "dataset_builders", "build", "--spec", context, "--input",
+         sample_dir / "arxiv-metadata-sample.jsonl", "--out", data / context, "--no-progress"])
+    cfg = cpu_variant(load_recipe(ROOT / "recipes" / recipe_rel), model_dir=tiny_model_dir, data_root=data,
+                      output_dir=work / "out", max_steps=steps, save_steps=steps, sequence_len=512)
+    cfg["learning_rate"] = learning_rate
+    recipe = write_recipe(cfg, work / "recipe.yml")
+    run([train_python, "-m", "axolotl.cli.train", recipe], cwd=work, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert (work / "out" / "adapter_model.safetensors").exists()
+    return recipe
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, train_python, tiny_model_dir, sample_dir):
+    """The default recipe (abstracts-chat), CPU-rewritten and trained: (recipe, work dir)."""
+    work = tmp_path_factory.mktemp("trained")
+    recipe = train_cpu_run("qwen3b-physics.yml", "abstracts-chat", work, sample_dir, train_python, tiny_model_dir)
+    return recipe, work
+
+
+@pytest.fixture(scope="session")
+def converted(trained_run, tiny_model_dir):
+    """scripts/convert.py on the trained run: (models/<run> dir, the CompletedProcess)."""
+    recipe, work = trained_run
+    p = run([sys.executable, ROOT / "scripts" / "convert.py", recipe, "--out", work / "models", "--quants",
+             "Q4_K_M", "Q8_0", "--base-dir", tiny_model_dir, "--base-gguf"], env={"CUDA_VISIBLE_DEVICES": ""})
+    return work / "models" / "recipe", p
+
+
 @pytest.fixture(scope="session")
 def llama_server(tiny_gguf, tmp_path_factory):
     """llama.cpp's server on the tiny GGUF (loopback, API key): .base_url (/v1), .api_key, .model."""

@@ -30,35 +30,6 @@ LOGIT_ATOL = 0.05
 TOP1_MIN = 0.98
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, train_python, tiny_model_dir, sample_dir):
-    """The default recipe, rewritten for CPU, trained for real with a large learning rate so the
-    adapter moves the model measurably (the numerical checks below need a non-trivial LoRA)."""
-    import yaml
-
-    from qwenphysics.recipes import cpu_variant, load_recipe, write_recipe
-
-    work = tmp_path_factory.mktemp("trained")
-    data = work / "data"
-    run([sys.executable, "-m", "dataset_builders", "build", "--spec", "abstracts-chat", "--input",
-         sample_dir / "arxiv-metadata-sample.jsonl", "--out", data / "abstracts-chat", "--no-progress"])
-    cfg = cpu_variant(load_recipe(ROOT / "recipes" / "qwen3b-physics.yml"), model_dir=tiny_model_dir,
-                      data_root=data, output_dir=work / "out", max_steps=8, save_steps=8, sequence_len=512)
-    cfg["learning_rate"] = 0.01
-    recipe = write_recipe(cfg, work / "recipe.yml")
-    run([train_python, "-m", "axolotl.cli.train", recipe], cwd=work, env={"CUDA_VISIBLE_DEVICES": ""})
-    assert (work / "out" / "adapter_model.safetensors").exists()
-    return recipe, work
-
-
-@pytest.fixture(scope="session")
-def converted(trained_run, tiny_model_dir):
-    recipe, work = trained_run
-    p = run([sys.executable, ROOT / "scripts" / "convert.py", recipe, "--out", work / "models", "--quants",
-             "Q4_K_M", "Q8_0", "--base-dir", tiny_model_dir, "--base-gguf"], env={"CUDA_VISIBLE_DEVICES": ""})
-    return work / "models" / "recipe", p
-
-
 def llama(path: Path, **kw):
     from llama_cpp import Llama
 
