@@ -49,6 +49,12 @@ setup_venv() {  # name, stamp-inputs..., then -- install-commands via function
   "$venv/bin/python" -m pip install -q --upgrade "pip>=24" 2> >(grep -v "is neither a file" >&2) || true
 }
 
+pip_editable() {  # the project itself, editable; setuptools' chatter only shown on failure
+  local out; out=$(mktemp)
+  "$1/bin/pip" install -q --no-deps -e . >"$out" 2>&1 || { cat "$out" >&2; rm -f "$out"; die "installing the project into $1 failed"; }
+  rm -f "$out"
+}
+
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
 
 do_core() {
@@ -59,7 +65,7 @@ do_core() {
   setup_venv $venv
   log "installing core requirements into $venv"
   pip_q $venv/bin/pip install -r requirements/core.txt
-  pip_q $venv/bin/pip install --no-deps -e .
+  pip_editable $venv
   install_llama_cpp_python $venv
   echo "$want" >"$venv/.stamp"
   log "core env ready in $((SECONDS - t0)) s"
@@ -76,7 +82,7 @@ do_train() {
   pip_q $venv/bin/pip install "$TORCH_SPEC" -c "$c"
   log "installing Axolotl and friends into $venv (about 3 minutes the first time)"
   pip_q $venv/bin/pip install -r requirements/train.in -c requirements/train.lock -c "$c"
-  pip_q $venv/bin/pip install --no-deps -e .
+  pip_editable $venv
   echo "$want" >"$venv/.stamp"
   log "training env ready in $((SECONDS - t0)) s"
 }
@@ -92,7 +98,7 @@ do_serve() {
   log "installing Open WebUI into $venv (about 2 minutes the first time)"
   pip_q $venv/bin/pip install -r requirements/serve.in -c requirements/serve.lock -c "$c"
   install_llama_cpp_python $venv server
-  pip_q $venv/bin/pip install --no-deps -e .
+  pip_editable $venv
   echo "$want" >"$venv/.stamp"
   log "serving env ready in $((SECONDS - t0)) s"
 }
