@@ -43,9 +43,11 @@ def test_report_from_two_tiny_runs_whose_recipes_differ(converted, trained_run, 
     data = chat_work / "data" / "abstracts-chat"  # the same held-out papers for every model
     results = [
         evaluate("base", tiny_gguf, data, tmp_path),
-        evaluate("abstracts-chat", chat_models / "recipe-Q4_K_M.gguf", data, tmp_path, chat_recipe),
+        # provenance names the recipe each CPU rewrite came from
+        evaluate("abstracts-chat", chat_models / "recipe-Q4_K_M.gguf", data, tmp_path,
+                 ROOT / "recipes" / "qwen3b-physics.yml"),
         evaluate("abstracts-completion", comp_work / "models" / "recipe" / "recipe-Q4_K_M.gguf", data, tmp_path,
-                 comp_recipe),
+                 ROOT / "recipes" / "qwen3b-physics-completion.yml"),
     ]
     for r in results:
         res = json.loads(r.read_text())
