@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from qwenphysics.hashing import sha256_file
+
 from . import contexts
 from .dedup import KeySet
 from .filters import build as build_filters, category_check
@@ -36,14 +38,6 @@ class BuildResult:
     manifest: dict
     seconds: float
     counts: dict = field(default_factory=dict)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _progress(total: int | None, enabled: bool):
@@ -176,7 +170,7 @@ def make_manifest(spec: Spec, inputs: list[str], counts: Counter, writer: SplitW
         if p.is_file():
             info["bytes"] = p.stat().st_size
             if hash_inputs:
-                info["sha256"] = file_sha256(p)
+                info["sha256"] = sha256_file(p)
         elif p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file())
             info["files"] = len(files)
@@ -184,7 +178,7 @@ def make_manifest(spec: Spec, inputs: list[str], counts: Counter, writer: SplitW
             if hash_inputs:
                 h = hashlib.sha256()
                 for f in files:
-                    h.update(f.relative_to(p).as_posix().encode() + b"\0" + file_sha256(f).encode())
+                    h.update(f.relative_to(p).as_posix().encode() + b"\0" + sha256_file(f).encode())
                 info["sha256"] = h.hexdigest()
         inputs_info.append(info)
     spec_bytes = spec.path.read_bytes() if spec.path else b""

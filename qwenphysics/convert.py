@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import REPO_ROOT
+from .hashing import sha256_file
 from .toolchain import Toolchain, find_toolchain
 
 DEFAULT_QUANTS = ("Q4_K_M", "Q8_0")
@@ -37,14 +38,6 @@ SAMPLING = {"general.sampling.temp": 0.1, "general.sampling.top_p": 0.9}
 
 class ConvertError(Exception):
     """One-line, actionable failure of a conversion step."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(chunk), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 def _run(cmd: list, *, env: dict | None = None, log: Path | None = None, step: str) -> None:

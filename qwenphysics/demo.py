@@ -9,7 +9,6 @@ numbers that mean nothing. Every step skips work whose outputs are current, logs
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import REPO_ROOT
+from .hashing import sha256_file
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 QUIET = {"AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1", "WANDB_MODE": "disabled",
@@ -66,10 +66,6 @@ def say(msg: str) -> None:
     print(f"\033[1m[demo]\033[0m {msg}", flush=True)
 
 
-def sha(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def venv_bin(env: str, name: str) -> Path:
     p = REPO_ROOT / env / "bin" / name
     if not p.exists():
@@ -114,8 +110,8 @@ def step_data(cfg: DemoConfig) -> Path:
     if manifest.exists():
         m = json.loads(manifest.read_text())
         same_inputs = [i["path"] for i in m["inputs"]] == inputs and all(
-            not Path(i["path"]).is_file() or i.get("sha256") == sha(Path(i["path"])) for i in m["inputs"])
-        if same_inputs and m["spec"]["sha256"] == sha(spec.path):
+            not Path(i["path"]).is_file() or i.get("sha256") == sha256_file(Path(i["path"])) for i in m["inputs"])
+        if same_inputs and m["spec"]["sha256"] == sha256_file(spec.path):
             say(f"dataset {out} is current ({m['counts']['kept']} papers)")
             return out
     say("building the abstracts-chat training context")
@@ -156,7 +152,7 @@ def detect_mode(cfg: DemoConfig) -> tuple[str, str]:
 
 def step_train(cfg: DemoConfig, data: Path) -> tuple[Path, Path, Path | None]:
     """Returns (recipe used, output dir, local base model dir or None for a hub id)."""
-    from .recipes import cpu_variant, load_recipe, write_recipe
+    from .recipes import cpu_variant, load_recipe
     from .tiny_model import TINY_DIR
 
     mode, why = detect_mode(cfg)
@@ -191,7 +187,7 @@ def step_train(cfg: DemoConfig, data: Path) -> tuple[Path, Path, Path | None]:
         cmd = [accelerate, "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", "--cpu", "-m", "axolotl.cli.train", recipe]
     stamp = out / ".demo-train.json"
-    want = {"recipe": sha(recipe), "data": sha(data / "manifest.json")}
+    want = {"recipe": sha256_file(recipe), "data": sha256_file(data / "manifest.json")}
     if stamp.exists() and json.loads(stamp.read_text()) == want and (out / "adapter_model.safetensors").exists():
         say(f"trained adapter in {out} is current")
         return recipe, out, base

@@ -11,7 +11,8 @@ in the window. Scoring stops after ``max_tokens`` scored tokens. Perplexity is
 
 from __future__ import annotations
 
-import hashlib
+from qwenphysics.hashing import sha256_file
+
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -117,14 +118,6 @@ def summarize(nll_sum: float, tokens: int, documents: int) -> dict:
     return {"ppl": math.exp(mean), "mean_nll": mean, "tokens": tokens, "documents": documents}
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def perplexity_gguf(
     gguf: Path,
     test_path: Path,
@@ -168,7 +161,7 @@ def perplexity_gguf(
         max_tokens=max_tokens,
         windows=len(windows),
         test_file=str(test_path),
-        test_sha256=file_sha256(test_path),
+        test_sha256=sha256_file(test_path),
         method="llama-cpp-python logits, non-overlapping windows",
     )
     return result

@@ -7,6 +7,8 @@ the GGUF file (the one being served) provides the perplexity and the model's ide
 
 from __future__ import annotations
 
+from qwenphysics.hashing import sha256_file
+
 import argparse
 import datetime as _dt
 import json
@@ -83,7 +85,7 @@ def _have_llama_cpp() -> bool:
 
 def _file_identity(path: Path) -> dict:
     return {"path": str(path), "file": path.name, "bytes": path.stat().st_size,
-            "sha256": perplexity.file_sha256(path)}
+            "sha256": sha256_file(path)}
 
 
 def _csv(value: str) -> list[str]:
@@ -175,13 +177,13 @@ def _provenance(a: argparse.Namespace) -> tuple[dict | None, dict | None]:
         path = Path(a.recipe)
         recipe = {"name": path.stem if path.suffix in (".yml", ".yaml") else a.recipe}
         if path.is_file():
-            recipe.update(path=str(path), sha256=perplexity.file_sha256(path))
+            recipe.update(path=str(path), sha256=sha256_file(path))
     manifest_path = a.dataset_manifest
     if manifest_path is None and a.data is not None and (a.data / "manifest.json").is_file():
         manifest_path = a.data / "manifest.json"
     manifest = None
     if manifest_path is not None:
-        manifest = {"path": str(manifest_path), "sha256": perplexity.file_sha256(manifest_path)}
+        manifest = {"path": str(manifest_path), "sha256": sha256_file(manifest_path)}
     return recipe, manifest
 
 
