@@ -66,14 +66,16 @@ def render(spec: Spec, paper: Paper, bucket: int) -> list[dict]:
     f = Fields(paper)
     if spec.format == "completion":
         return [{"text": spec.text.format_map(f), "id": paper.id}]
-    out = []
     n = len(spec.templates)
-    for k in range(spec.templates_per_paper):
-        t = spec.templates[(bucket + k) % n]  # deterministic rotation by the paper's bucket
-        messages = []
-        if spec.system_prompt:
-            messages.append({"role": "system", "content": spec.system_prompt})
-        messages.append({"role": "user", "content": t.user.format_map(f)})
-        messages.append({"role": "assistant", "content": t.assistant.format_map(f)})
-        out.append({"messages": messages, "id": paper.id, "template": t.id})
-    return out
+    # deterministic rotation by the paper's bucket
+    return [chat_example(spec, spec.templates[(bucket + k) % n], f, paper.id) for k in range(spec.templates_per_paper)]
+
+
+def chat_example(spec: Spec, t, fields: dict, paper_id: str) -> dict:
+    """One chat line: optional system prompt, the template's user and assistant turns."""
+    messages = []
+    if spec.system_prompt:
+        messages.append({"role": "system", "content": spec.system_prompt})
+    messages.append({"role": "user", "content": t.user.format_map(fields)})
+    messages.append({"role": "assistant", "content": t.assistant.format_map(fields)})
+    return {"messages": messages, "id": paper_id, "template": t.id}

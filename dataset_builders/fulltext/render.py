@@ -12,7 +12,7 @@ import string
 from array import array
 from collections import Counter
 
-from ..contexts import Fields
+from ..contexts import Fields, chat_example
 from ..records import Drop, InputError, Paper
 from ..spec import Spec
 from ..split import SPLITS, split_of_bucket
@@ -296,10 +296,5 @@ class SectionRenderer:
         for k in range(min(spec.templates_per_paper, n)):
             t = usable[(bucket + k) % n]
             self.per_template[t.id]["written"] += 1
-            messages = []
-            if spec.system_prompt:
-                messages.append({"role": "system", "content": spec.system_prompt})
-            messages.append({"role": "user", "content": t.user.format_map(f)})
-            messages.append({"role": "assistant", "content": t.assistant.format_map(f)})
-            out.append({"messages": messages, "id": p.id, "template": t.id})
+            out.append(chat_example(spec, t, f, p.id))
         return out

@@ -41,8 +41,8 @@ def _authors_arxiv(meta: ET.Element) -> str:
     return ", ".join(names)
 
 
-def paper_from_arxiv(meta: ET.Element, source: str) -> Paper | Drop:
-    ns = ARXIV_NS
+def _required(meta: ET.Element, ns: str) -> tuple[str, str, str, str] | Drop:
+    """id, title, abstract, categories of a record, or the Drop naming the first one missing."""
     rid = _t(meta, "id", ns)
     if not rid:
         return Drop("missing_field:id")
@@ -50,6 +50,15 @@ def paper_from_arxiv(meta: ET.Element, source: str) -> Paper | Drop:
     for name, v in (("title", title), ("abstract", abstract), ("categories", cats)):
         if not v or not v.strip():
             return Drop(f"missing_field:{name}", base_id(rid))
+    return rid, title, abstract, cats
+
+
+def paper_from_arxiv(meta: ET.Element, source: str) -> Paper | Drop:
+    ns = ARXIV_NS
+    req = _required(meta, ns)
+    if isinstance(req, Drop):
+        return req
+    rid, title, abstract, cats = req
     comments = _t(meta, "comments", ns)
     return Paper(
         id=base_id(rid), title=title, abstract=abstract, categories=cats.split(),
@@ -61,13 +70,10 @@ def paper_from_arxiv(meta: ET.Element, source: str) -> Paper | Drop:
 
 def paper_from_arxivraw(meta: ET.Element, source: str) -> Paper | Drop:
     ns = ARXIVRAW_NS
-    rid = _t(meta, "id", ns)
-    if not rid:
-        return Drop("missing_field:id")
-    title, abstract, cats = _t(meta, "title", ns), _t(meta, "abstract", ns), _t(meta, "categories", ns)
-    for name, v in (("title", title), ("abstract", abstract), ("categories", cats)):
-        if not v or not v.strip():
-            return Drop(f"missing_field:{name}", base_id(rid))
+    req = _required(meta, ns)
+    if isinstance(req, Drop):
+        return req
+    rid, title, abstract, cats = req
     versions = meta.findall(f"{{{ns}}}version")
     created = None
     if versions:
