@@ -91,22 +91,31 @@ def harvest(text: str, defs: Definitions, *, keep_text: bool = True) -> str:
     return "".join(out)
 
 
+def _read_arg_spec(s: str, i: int) -> tuple[int, str | None, int] | None:
+    """``[n][default]`` after a definition's name: (n, default or None, end); None if malformed."""
+    nargs, default = 0, None
+    opt, j = read_optional(s, i)
+    if opt is not None:
+        n = _INT.match(opt)
+        if not n:
+            return None
+        nargs, i = int(n.group(1)), j
+        opt, j = read_optional(s, i)
+        if opt is not None:
+            default, i = opt, j
+    return nargs, default, i
+
+
 def _parse_definition(s: str, i: int, cmd: str, star: str, defs: Definitions) -> int:
     """Parse one definition whose command ends at ``i``; return its end or -1."""
     if cmd in ("newcommand", "renewcommand", "providecommand", "DeclareRobustCommand"):
         name, i = _read_name(s, i)
         if name is None:
             return -1
-        nargs, default = 0, None
-        opt, j = read_optional(s, i)
-        if opt is not None:
-            n = _INT.match(opt)
-            if not n:
-                return -1
-            nargs, i = int(n.group(1)), j
-            opt, j = read_optional(s, i)
-            if opt is not None:
-                default, i = opt, j
+        spec = _read_arg_spec(s, i)
+        if spec is None:
+            return -1
+        nargs, default, i = spec
         g = read_group(s, i)
         if g is None:
             return -1
@@ -157,16 +166,11 @@ def _parse_definition(s: str, i: int, cmd: str, star: str, defs: Definitions) ->
             return -1
         env = g[0].strip()
         i = g[1]
-        nargs, has_opt = 0, False
-        opt, j = read_optional(s, i)
-        if opt is not None:
-            n = _INT.match(opt)
-            if not n:
-                return -1
-            nargs, i = int(n.group(1)), j
-            opt, j = read_optional(s, i)
-            if opt is not None:
-                has_opt, i = True, j
+        spec = _read_arg_spec(s, i)
+        if spec is None:
+            return -1
+        nargs, default, i = spec
+        has_opt = default is not None
         for _ in range(2):  # begin code, end code
             g = read_group(s, i)
             if g is None:
