@@ -26,6 +26,10 @@ def _add_build(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="read at most N records (debugging)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-input-hash", action="store_true", help="skip SHA-256 of inputs in the manifest")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes (default: one per core): metadata specs split plain, "
+                        "uncompressed snapshot files among them; full-text specs clean source shards "
+                        "in parallel. The output is identical for any N")
 
 
 def cmd_build(args) -> int:
@@ -38,8 +42,13 @@ def cmd_build(args) -> int:
 
         return fulltext.cmd_build(spec, args)
     check_inputs(args.input)
+    if args.workers is not None and args.workers < 1:
+        raise InputError("--workers must be at least 1")
+    from .snapshot import tune_malloc
+
+    tune_malloc()  # this process exists to build
     res = build(spec, args.input, args.out, limit=args.limit, progress=not args.no_progress,
-                hash_inputs=not args.no_input_hash)
+                hash_inputs=not args.no_input_hash, workers=args.workers)
     summarize(res.manifest, res.seconds, args.out)
     return 0
 

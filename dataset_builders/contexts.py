@@ -6,6 +6,10 @@
 
 from __future__ import annotations
 
+import string
+
+import orjson
+
 from . import taxonomy
 from .normalize import authors_to_unicode, lead
 from .records import InputError, Paper
@@ -47,15 +51,21 @@ PLACEHOLDERS = ("id", "title", "abstract", "abstract_lead", "authors", "primary_
                 "primary_category_name", "categories", "year", "license")
 
 
-def check_templates(spec: Spec) -> None:
-    """Fail early, with the template's id, on a placeholder no paper can fill."""
-    import string
-
-    allowed = set(PLACEHOLDERS) | set(spec.options.get("extra_placeholders", []))
+def _texts(spec: Spec) -> list[tuple[str, str]]:
     texts = [(t.id, t.user) for t in spec.templates] + [(t.id, t.assistant) for t in spec.templates]
     if spec.format == "completion":
         texts.append(("text", spec.text))
-    for tid, text in texts:
+    return texts
+
+
+def placeholders_used(spec: Spec) -> set[str]:
+    return {name for _, text in _texts(spec) for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def check_templates(spec: Spec) -> None:
+    """Fail early, with the template's id, on a placeholder no paper can fill."""
+    allowed = set(PLACEHOLDERS) | set(spec.options.get("extra_placeholders", []))
+    for tid, text in _texts(spec):
         for _, field_name, _, _ in string.Formatter().parse(text):
             if field_name and field_name not in allowed:
                 raise InputError(f"spec {spec.name}: template '{tid}' uses unknown placeholder "
@@ -79,3 +89,36 @@ def chat_example(spec: Spec, t, fields: dict, paper_id: str) -> dict:
     messages.append({"role": "user", "content": t.user.format_map(fields)})
     messages.append({"role": "assistant", "content": t.assistant.format_map(fields)})
     return {"messages": messages, "id": paper_id, "template": t.id}
+
+
+def line_renderer(spec: Spec):
+    """`(paper, bucket) -> (pieces, n)`: the JSONL lines of `render`'s n examples as byte
+    pieces whose concatenation equals `orjson.dumps(example) + b"\\n"` for each example in turn,
+    assembled from pre-serialised parts (no per-example dicts, no copies until the caller joins
+    a whole block)."""
+    dumps = orjson.dumps
+    if spec.format == "completion":
+        text = spec.text
+
+        def completion(paper: Paper, bucket: int) -> tuple[list[bytes], int]:
+            return [b'{"text":', dumps(text.format_map(Fields(paper))), b',"id":', dumps(paper.id), b"}\n"], 1
+
+        return completion
+    head = b'{"messages":['
+    if spec.system_prompt:
+        head += dumps({"role": "system", "content": spec.system_prompt}) + b","
+    head += b'{"role":"user","content":'
+    mid = b'},{"role":"assistant","content":'
+    templates = [(t.user, t.assistant, b',"template":' + dumps(t.id) + b"}\n") for t in spec.templates]
+    n, k = len(templates), spec.templates_per_paper
+
+    def chat(paper: Paper, bucket: int) -> tuple[list[bytes], int]:
+        f = Fields(paper)
+        tail_id = b'}],"id":' + dumps(paper.id)
+        out = []
+        for j in range(k):
+            user, assistant, tail = templates[(bucket + j) % n]
+            out += (head, dumps(user.format_map(f)), mid, dumps(assistant.format_map(f)), tail_id, tail)
+        return out, k
+
+    return chat

@@ -14,7 +14,8 @@ import re
 from functools import lru_cache
 
 _PARA_END = frozenset(".!?:;")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\$(])")
+_SENTENCE_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ\\$(")
+_INDENTED_LINE = re.compile(r"\n[ \t]")
 
 
 def unwrap(text: str) -> str:
@@ -28,7 +29,7 @@ def unwrap(text: str) -> str:
 def unwrap_abstract(text: str) -> str:
     """Unwrap an abstract, keeping real paragraph breaks as blank lines."""
     text = text.strip()
-    if "\n " not in text and "\n\t" not in text:  # no indented line: plain hard wraps
+    if _INDENTED_LINE.search(text) is None:  # no indented line: plain hard wraps
         return unwrap(text)
     paragraphs: list[list[str]] = [[]]
     prev = ""
@@ -41,10 +42,35 @@ def unwrap_abstract(text: str) -> str:
 
 
 def lead(abstract: str, max_sentences: int = 2) -> str:
-    """The first sentence(s) of an abstract: what the paper sets out to do."""
-    first = abstract.split("\n\n", 1)[0]
-    parts = _SENTENCE_END.split(first, maxsplit=max_sentences)
-    return " ".join(parts[:max_sentences]).strip()
+    """The first sentence(s) of an abstract: what the paper sets out to do.
+
+    A sentence ends at `.`, `!` or `?` followed by whitespace and then a capital letter, a
+    backslash, `$` or `(`. Written as a scan over the punctuation marks (cheap `str.find`s)
+    because a regular expression has to try every position of a long abstract.
+    """
+    end = abstract.find("\n\n")
+    first = abstract if end < 0 else abstract[:end]
+    n = len(first)
+    parts: list[str] = []
+    start = 0
+    nxt = {c: first.find(c) for c in ".!?"}
+    while len(parts) < max_sentences:
+        live = [i for i in nxt.values() if i >= 0]
+        if not live:
+            break
+        j = min(live)
+        for c, i in nxt.items():
+            if i == j:
+                nxt[c] = first.find(c, j + 1)
+        k = j + 1
+        while k < n and first[k].isspace():
+            k += 1
+        if j + 1 < k < n and first[k] in _SENTENCE_START:
+            parts.append(first[start:j + 1])
+            start = k
+    if len(parts) < max_sentences:
+        parts.append(first[start:])
+    return " ".join(parts).strip()
 
 
 @lru_cache(maxsize=1)

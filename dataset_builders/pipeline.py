@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,11 +18,11 @@ from typing import Callable, Iterable, Iterator
 
 from qwenphysics.hashing import sha256_file
 
-from . import contexts
+from . import contexts, snapshot
 from .dedup import KeySet
 from .filters import build as build_filters, category_check
 from .normalize import content_key, unwrap, unwrap_abstract
-from .output import SplitWriter, data_card, manifest_json, token_stats
+from .output import SplitWriter, TokenizerLoader, data_card, manifest_json, token_stats
 from .readers import iter_input
 from .records import Drop, InputError, Paper
 from .spec import Spec
@@ -82,8 +83,13 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
           render: Callable[[Spec, Paper, int], list[dict] | Drop] | None = None,
           input_issues: list[dict] | None = None, extra_manifest: dict | None = None,
           card_notes: str | Callable[[dict], str] | None = None,
-          tokens: Callable[[], dict | None] | None = None) -> BuildResult:
+          tokens: Callable[[], dict | None] | None = None, workers: int | None = None,
+          block_bytes: int | None = None) -> BuildResult:
     """Build one training context. `papers` may replace `inputs` (full text, mixtures).
+
+    Kaggle snapshot files take the block route of `snapshot` (on `workers` processes when
+    every input is a plain file; default one per core); the output is the same for any
+    number of workers and any `block_bytes`.
 
     Another source feeding `papers` counts what it read and dropped itself, in `counts`
     (`read`, `drop:<reason>`) and `input_issues`, so the manifest still adds up. `render`
@@ -97,51 +103,52 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
     checks = build_filters(spec.filters)
     counts = counts if counts is not None else Counter()
     input_issues = input_issues if input_issues is not None else []
-    render = render or contexts.render
-    ids, contents = KeySet(), KeySet()
+    workers = snapshot.default_workers() if workers is None else workers
+    block_bytes = block_bytes or snapshot.BLOCK_BYTES
+    hasher = InputHasher(inputs if hash_inputs else [])
+    tokenizer = TokenizerLoader() if tokens is None else None
     writer = SplitWriter(out)
-    bar = _progress(limit, progress)
+    bar = None
     t0 = time.perf_counter()
+
+    def start_threads():
+        nonlocal bar
+        hasher.start()
+        if tokenizer is not None:
+            tokenizer.start()
+        bar = _progress(limit, progress)
+
+    def tick(n: int) -> None:
+        if bar is not None:
+            bar.n = n
+            bar.refresh()
+
     # The loop allocates millions of short-lived dicts and strings but no reference cycles:
     # the cyclic garbage collector would only rescan them (a third of the run time).
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        source = papers if papers is not None else iter_papers(inputs, limit, counts, input_issues,
-                                                               prefilter=category_check(spec.filters))
-        for i, p in enumerate(source):
-            if bar is not None and (i & 4095) == 0:
-                bar.n = counts["read"]
-                bar.refresh()
-            reason = None
-            for _, check in checks:
-                reason = check(p)
-                if reason:
-                    break
-            if reason:
-                counts["drop:" + reason] += 1
-                continue
-            normalise(p)
-            if not ids.add_new(hash(p.id)):
-                counts["drop:duplicate_id"] += 1
-                continue
-            if not contents.add_new(content_key(p.title, p.abstract)):
-                counts["drop:duplicate_content"] += 1
-                continue
-            b = bucket(p.id)
-            examples = render(spec, p, b)
-            if isinstance(examples, Drop):
-                counts["drop:" + examples.reason] += 1
-                continue
-            writer.write(split_of_bucket(b), examples)
-            counts["kept"] += 1
+        snapshot_route = papers is None and render is None and inputs and all(map(snapshot.is_snapshot_file, inputs))
+        if snapshot_route and snapshot.can_parallel(inputs, limit, workers, block_bytes):
+            # threads (hashing, the progress bar's monitor) start only after the workers are forked
+            snapshot.run_parallel(spec, inputs, writer, counts, input_issues, workers=workers,
+                                  block_bytes=block_bytes, progress=tick, on_started=start_threads)
+        elif snapshot_route:
+            start_threads()
+            snapshot.run_serial(spec, inputs, writer, counts, input_issues, limit=limit, block_bytes=block_bytes,
+                                progress=tick)
+        else:
+            start_threads()
+            _run_serial(spec, inputs, limit, checks, papers, render or contexts.render, writer, counts,
+                        input_issues, bar)
         if bar is not None:
             bar.n = counts["read"]
             bar.close()
         checksums = writer.close_files()
+        input_hashes = hasher.result()
         seconds = time.perf_counter() - t0
-        manifest = make_manifest(spec, inputs, counts, writer, checksums, input_issues, hash_inputs,
-                                 tokens=tokens)
+        manifest = make_manifest(spec, inputs, counts, writer, checksums, input_issues, input_hashes,
+                                 tokens=tokens or (lambda: token_stats(writer.samples, writer.lines, tokenizer)))
         if extra_manifest:
             manifest.update(extra_manifest)
         writer.write_text("manifest.json", manifest_json(manifest))
@@ -160,8 +167,84 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
     return BuildResult(out=out, manifest=manifest, seconds=seconds, counts=dict(counts))
 
 
+def _run_serial(spec: Spec, inputs: list[str], limit: int | None, checks, papers, render, writer: SplitWriter,
+                counts: Counter, input_issues: list, bar) -> None:
+    ids, contents = KeySet(), KeySet()
+    source = papers if papers is not None else iter_papers(inputs, limit, counts, input_issues,
+                                                           prefilter=category_check(spec.filters))
+    for i, p in enumerate(source):
+        if bar is not None and (i & 4095) == 0:
+            bar.n = counts["read"]
+            bar.refresh()
+        reason = None
+        for _, check in checks:
+            reason = check(p)
+            if reason:
+                break
+        if reason:
+            counts["drop:" + reason] += 1
+            continue
+        normalise(p)
+        if not ids.add_new(hash(p.id)):
+            counts["drop:duplicate_id"] += 1
+            continue
+        if not contents.add_new(content_key(p.title, p.abstract)):
+            counts["drop:duplicate_content"] += 1
+            continue
+        b = bucket(p.id)
+        examples = render(spec, p, b)
+        if isinstance(examples, Drop):
+            counts["drop:" + examples.reason] += 1
+            continue
+        writer.write(split_of_bucket(b), examples)
+        counts["kept"] += 1
+
+
+class InputHasher:
+    """SHA-256 of the inputs for the manifest, computed on a thread while the build runs
+    (hashlib and file reads release the GIL, so it costs no wall time on a spare core)."""
+
+    def __init__(self, inputs: list[str]):
+        self.inputs = list(inputs)
+        self._thread: threading.Thread | None = None
+        self._result: dict[str, str] = {}
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        if self.inputs and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="input-sha256", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for s in self.inputs:
+                p = Path(s)
+                if p.is_file():
+                    self._result[s] = sha256_file(p)
+                elif p.is_dir():
+                    h = hashlib.sha256()
+                    for f in sorted(f for f in p.rglob("*") if f.is_file()):
+                        h.update(f.relative_to(p).as_posix().encode() + b"\0" + sha256_file(f).encode())
+                    self._result[s] = h.hexdigest()
+        except BaseException as e:  # re-raised in the caller's thread
+            self._error = e
+
+    def result(self) -> dict[str, str] | None:
+        """path -> sha256 (None when hashing is off)."""
+        if not self.inputs:
+            return None
+        if self._thread is None:
+            self._run()
+        else:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
 def make_manifest(spec: Spec, inputs: list[str], counts: Counter, writer: SplitWriter, checksums: dict,
-                  input_issues: list, hash_inputs: bool, tokens: Callable[[], dict | None] | None = None) -> dict:
+                  input_issues: list, input_hashes: dict[str, str] | None,
+                  tokens: Callable[[], dict | None] | None = None) -> dict:
     dropped = {k[5:]: v for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if k.startswith("drop:")}
     inputs_info = []
     for s in inputs:
@@ -169,17 +252,12 @@ def make_manifest(spec: Spec, inputs: list[str], counts: Counter, writer: SplitW
         p = Path(s)
         if p.is_file():
             info["bytes"] = p.stat().st_size
-            if hash_inputs:
-                info["sha256"] = sha256_file(p)
         elif p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file())
+            files = [f for f in p.rglob("*") if f.is_file()]
             info["files"] = len(files)
             info["bytes"] = sum(f.stat().st_size for f in files)
-            if hash_inputs:
-                h = hashlib.sha256()
-                for f in files:
-                    h.update(f.relative_to(p).as_posix().encode() + b"\0" + sha256_file(f).encode())
-                info["sha256"] = h.hexdigest()
+        if input_hashes is not None and s in input_hashes:
+            info["sha256"] = input_hashes[s]
         inputs_info.append(info)
     spec_bytes = spec.path.read_bytes() if spec.path else b""
     return {

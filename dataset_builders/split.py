@@ -8,7 +8,6 @@ context: abstracts, full text and mixtures never leak test papers into training.
 from __future__ import annotations
 
 import hashlib
-import re
 
 SPLITS = ("train", "validation", "test")
 # Fractions of papers, in 1/10000ths. Fixed project-wide on purpose: changing them per
@@ -16,15 +15,15 @@ SPLITS = ("train", "validation", "test")
 VALIDATION_BP = 200  # 2 %
 TEST_BP = 200  # 2 %
 
-_VERSION = re.compile(r"v\d+$")
-
-
 def base_id(arxiv_id: str) -> str:
     """`0704.0001v2` -> `0704.0001`; `hep-th/9901001v1` -> `hep-th/9901001`; strips `arXiv:`."""
     s = arxiv_id.strip()
     if s[:6].lower() == "arxiv:":
         s = s[6:]
-    return _VERSION.sub("", s)
+    i = s.rfind("v")
+    if i >= 0 and s[i + 1:].isdecimal():  # a trailing version suffix `v<digits>`
+        return s[:i]
+    return s
 
 
 def bucket(base: str) -> int:

@@ -203,24 +203,31 @@ def test_byte_identical_rebuild(tmp_path, chat):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
-def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, chat, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, chat, monkeypatch, workers):
     import dataset_builders.contexts as ctx
 
     src = write_jsonl(tmp_path / "in.jsonl", [rec(i) for i in range(50)])
     build(chat, [str(src)], tmp_path / "out")  # a previous good build
     before = (tmp_path / "out" / "train.jsonl").read_bytes()
     calls = {"n": 0}
-    real = ctx.render
+    real = ctx.line_renderer
 
-    def boom(*a, **k):
-        calls["n"] += 1
-        if calls["n"] > 10:
-            raise KeyboardInterrupt
-        return real(*a, **k)
+    def renderer(spec):
+        inner = real(spec)
 
-    monkeypatch.setattr("dataset_builders.pipeline.contexts.render", boom)
-    with pytest.raises(KeyboardInterrupt):
-        build(chat, [str(write_jsonl(tmp_path / "in2.jsonl", [rec(i) for i in range(60)]))], tmp_path / "out")
+        def boom(*a, **k):
+            calls["n"] += 1
+            if calls["n"] > 10:  # one process: Ctrl-C mid-build; several: a worker fails
+                raise KeyboardInterrupt if workers == 1 else MemoryError
+            return inner(*a, **k)
+
+        return boom
+
+    monkeypatch.setattr("dataset_builders.snapshot.contexts.line_renderer", renderer)
+    with pytest.raises(KeyboardInterrupt if workers == 1 else MemoryError):
+        build(chat, [str(write_jsonl(tmp_path / "in2.jsonl", [rec(i) for i in range(60)]))], tmp_path / "out",
+              workers=workers, block_bytes=2048)
     assert (tmp_path / "out" / "train.jsonl").read_bytes() == before  # old output untouched
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no partial left
 
@@ -327,3 +334,153 @@ def test_project_sample_builds(tmp_path, chat):
     c = res.manifest["counts"]
     assert c["read"] == 301 and c["kept"] > 200
     assert {"not_physics", "withdrawn", "duplicate_content"} <= set(c["dropped"])
+
+
+# ---- the block route (snapshot.py) against the record-by-record reference route ----------
+
+def _messy_snapshot(path: Path) -> Path:
+    """Every kind of line the block route must treat exactly like the reference route."""
+    rows = []
+    for i in range(240):
+        kw = {}
+        if i % 7 == 0:
+            kw["categories"] = "math.CO cs.DS"  # not physics: dropped by the byte prefilter
+        if i % 11 == 0:
+            kw["categories"] = "cs.LG physics.data-an"  # physics only as a cross-list
+        if i % 13 == 0:
+            kw["abstract"] = "too short"
+        if i % 17 == 0:
+            kw["comments"] = "This paper has been withdrawn by the author"
+        if i % 19 == 0:
+            kw["versions"] = [{"version": "v1", "created": "Tue, 3 Mar 1998 10:00:00 GMT"}]
+        if i % 23 == 0:
+            kw["license"] = "http://creativecommons.org/licenses/by/4.0/"
+        if i % 5 == 0:
+            kw["abstract"] = ("  First paragraph ends here. It has two sentences.\n  A second paragraph "
+                              f"on $\\alpha_s$ number {i}, long enough to pass the length filter easily.")
+        rows.append(rec(i, **kw))
+    rows += [rec(3, id="2301.00003v2"),  # a later version of an earlier paper: duplicate id
+             rec(900, abstract=rows[1]["abstract"], title=rows[1]["title"].upper()),  # duplicate content
+             rec(901, abstract=rows[1]["abstract"], title=rows[1]["title"], id="2301.00001v3"),  # both
+             rec(902, categories="astro-ph.GA hep-ph", authors="{\\O}bro, M.")]
+    with open(path, "wb") as f:
+        for k, r in enumerate(rows):
+            if k % 29 == 0:
+                f.write(json.dumps(r, indent=None).encode() + b"\n")  # `"categories": "..."`: no prefilter
+            else:
+                f.write(orjson.dumps(r) + b"\n")
+            if k % 31 == 0:
+                f.write(b"\n   \n")  # blank lines are not records
+            if k % 37 == 0:
+                f.write(b'{"id": "2301.99999", "title": \n')  # malformed
+            if k % 41 == 0:
+                f.write(b'\xff{"categories":"hep-th"}\n')  # not UTF-8
+        f.write(orjson.dumps(rec(950)))  # last line without a newline
+    return path
+
+
+def _reference_build(spec, inputs, out):
+    """The record-by-record route: reader -> Paper -> filters -> dedup -> dict examples."""
+    from collections import Counter
+
+    from dataset_builders.filters import category_check
+    from dataset_builders.pipeline import iter_papers
+
+    counts, issues = Counter(), []
+    papers = iter_papers(inputs, None, counts, issues, prefilter=category_check(spec.filters))
+    return build(spec, inputs, out, papers=papers, counts=counts, input_issues=issues)
+
+
+def _spec_variant(tmp_path, name, **changes):
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "dataset_builders" / "specs" / f"{name}.yml").read_text())
+    raw.update(changes)
+    p = tmp_path / f"{name}-variant.yml"
+    p.write_text(yaml.safe_dump(raw))
+    return spec_mod.load(str(p))
+
+
+@pytest.mark.parametrize("variant", ["abstracts-chat", "two-templates-dates-licences", "abstracts-completion"])
+def test_block_route_equals_reference_for_any_workers_and_block_size(tmp_path, variant):
+    if variant == "two-templates-dates-licences":
+        spec = _spec_variant(tmp_path, "abstracts-chat", templates_per_paper=2, filters={
+            "categories": "physics", "primary_only": False, "date_from": "2000-01-01",
+            "exclude_archives": ["astro-ph"]},
+            templates=[{"id": "year", "user": "When ({year}) and by whom ({authors})?", "assistant": "{title}"},
+                       {"id": "cats", "user": "{categories} / {license}", "assistant": "{abstract_lead}"},
+                       {"id": "abs", "user": "{title}", "assistant": "{abstract}"}])
+    else:
+        spec = spec_mod.load(variant)
+    src = _messy_snapshot(tmp_path / "snap.jsonl")
+    ref = _reference_build(spec, [str(src)], tmp_path / "ref")
+    assert ref.manifest["counts"]["kept"] > 100
+    dropped = ref.manifest["counts"]["dropped"]
+    for reason in ("duplicate_id", "duplicate_content", "malformed_json", "invalid_utf8"):
+        assert dropped.get(reason), (reason, dropped)
+    want = {f: (tmp_path / "ref" / f).read_bytes() for f in ("train.jsonl", "validation.jsonl", "test.jsonl")}
+    for workers, block in [(1, None), (1, 700), (2, 700), (2, 5000), (2, 1 << 20)]:
+        out = tmp_path / f"w{workers}-b{block}"
+        res = build(spec, [str(src)], out, workers=workers, block_bytes=block or None)
+        got = {f: (out / f).read_bytes() for f in want}
+        assert got == want, (workers, block)
+        assert res.manifest["counts"] == ref.manifest["counts"], (workers, block)
+        assert res.manifest["checksums"] == ref.manifest["checksums"]
+        assert res.manifest["tokens"] == ref.manifest["tokens"]
+
+
+def test_line_renderer_bytes_equal_dumped_examples():
+    from dataset_builders import contexts
+    from dataset_builders.readers.kaggle import paper_from_dict
+
+    for name in ("abstracts-chat", "abstracts-completion"):
+        spec = spec_mod.load(name)
+        render = contexts.line_renderer(spec)
+        for i in range(40):
+            p = paper_from_dict(rec(i, title=f"Über \"quoted\" \\emph{{x}} {i}", authors="G\\\"ahler"), "t")
+            pieces, n = render(p, i * 37)
+            want = [orjson.dumps(x) + b"\n" for x in contexts.render(spec, p, i * 37)]
+            assert b"".join(pieces) == b"".join(want) and n == len(want)
+
+
+def test_parallel_run_is_split_into_ranges_and_merged_in_order(tmp_path, chat):
+    from dataset_builders import snapshot
+
+    src = _messy_snapshot(tmp_path / "snap.jsonl")
+    ranges = snapshot.plan([str(src)], 1000)
+    assert len(ranges) > 50
+    assert ranges[0][1] == 0 and ranges[-1][2] == src.stat().st_size
+    data = src.read_bytes()
+    for (_, a, b), (_, c, _) in zip(ranges, ranges[1:]):
+        assert b == c and data[b - 1:b] == b"\n"  # contiguous, each ends at a line break
+    assert snapshot.can_parallel([str(src)], None, 2, 1000)
+    assert not snapshot.can_parallel([str(src)], 10, 2, 1000)  # --limit: one process
+    gz = tmp_path / "snap.jsonl.gz"
+    gz.write_bytes(gzip.compress(data))
+    assert not snapshot.can_parallel([str(gz)], None, 2, 1000)  # compressed: one process
+    a = build(chat, [str(gz)], tmp_path / "gz", workers=2, block_bytes=1000)
+    b = build(chat, [str(src)], tmp_path / "plain", workers=2, block_bytes=1000)
+    assert (tmp_path / "gz" / "train.jsonl").read_bytes() == (tmp_path / "plain" / "train.jsonl").read_bytes()
+    assert a.manifest["counts"] == b.manifest["counts"]
+
+
+def test_limit_counts_records_across_blocks(tmp_path, chat):
+    src = _messy_snapshot(tmp_path / "snap.jsonl")
+    for limit in (1, 57, 200):
+        res = build(chat, [str(src)], tmp_path / f"l{limit}", limit=limit, block_bytes=900)
+        assert res.manifest["counts"]["read"] == limit
+    two = build(chat, [str(src), str(src)], tmp_path / "two", limit=300, block_bytes=900)
+    assert two.manifest["counts"]["read"] == 300
+
+
+def test_cli_workers_option(tmp_path):
+    src = _messy_snapshot(tmp_path / "snap.jsonl")
+    run_cli("build", "--spec", "abstracts-chat", "--input", src, "--out", tmp_path / "a", "--no-progress",
+            "--workers", "1", check_rc=0)
+    run_cli("build", "--spec", "abstracts-chat", "--input", src, "--out", tmp_path / "b", "--no-progress",
+            "--workers", "2", check_rc=0)
+    for f in ("train.jsonl", "validation.jsonl", "test.jsonl", "manifest.json"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    p = run_cli("build", "--spec", "abstracts-chat", "--input", src, "--out", tmp_path / "c", "--workers", "0",
+                check_rc=2)
+    assert "--workers must be at least 1" in p.stderr and "Traceback" not in p.stderr

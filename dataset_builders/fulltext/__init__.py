@@ -198,7 +198,11 @@ def cmd_build(spec: Spec, args) -> int:
 
     if not args.input:
         raise InputError("no input given: pass LaTeX sources with --input PATH (repeatable)")
-    workers = getattr(args, "workers", 1)
+    workers = getattr(args, "workers", None)
+    if workers is None:
+        from ..parallel import default_workers
+
+        workers = default_workers()
     if workers < 1:
         raise InputError("--workers must be at least 1")
     common = dict(metadata=getattr(args, "metadata", []) or [], workers=workers,
@@ -223,8 +227,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--metadata", action="append", default=[], metavar="PATH",
                    help="full-text specs: Kaggle snapshot or OAI-PMH pages to join (title, categories, "
                         "licence, dates); repeatable. Metadata files given with --input count too")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="full-text specs: processes cleaning source shards in parallel (default 1)")
     p.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
                    help="full-text specs: where cleaned shards and completion markers go "
                         "(default <out>.work; reruns skip finished shards)")

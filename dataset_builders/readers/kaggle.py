@@ -39,61 +39,99 @@ def _withdrawn(comments: str | None, abstract: str) -> bool:
 _REQUIRED_STR = ("id", "title", "abstract", "categories")
 
 
-def paper_from_dict(d: object, source: str) -> Paper | Drop:
-    """A snapshot-schema dict -> Paper, or a Drop naming the missing / mistyped field."""
-    if not isinstance(d, dict):
-        return Drop("not_an_object")
+def _field_problem(d: dict) -> Drop:
+    """The Drop for a dict whose required fields are not all strings (first problem wins)."""
+    rid = d.get("id") if isinstance(d.get("id"), str) else None
     for key in _REQUIRED_STR:
         v = d.get(key)
         if v is None:
-            return Drop(f"missing_field:{key}", d.get("id") if isinstance(d.get("id"), str) else None)
+            return Drop(f"missing_field:{key}", rid)
         if not isinstance(v, str):
-            return Drop(f"wrong_type:{key}", d.get("id") if isinstance(d.get("id"), str) else None)
-    rid = base_id(d["id"])
-    cats = d["categories"].split()
+            return Drop(f"wrong_type:{key}", rid)
+    raise AssertionError("no field problem")  # pragma: no cover
+
+
+def paper_from_dict(d: object, source: str, want_date: bool = True) -> Paper | Drop:
+    """A snapshot-schema dict -> Paper, or a Drop naming the missing / mistyped field.
+    `want_date=False` skips parsing the first version's date (`created` stays None)."""
+    if not isinstance(d, dict):
+        return Drop("not_an_object")
+    get = d.get
+    raw_id, title, abstract, cat_str = get("id"), get("title"), get("abstract"), get("categories")
+    if not (isinstance(raw_id, str) and isinstance(title, str) and isinstance(abstract, str)
+            and isinstance(cat_str, str)):
+        return _field_problem(d)
+    rid = base_id(raw_id)
+    cats = cat_str.split()
     if not cats:
         return Drop("missing_field:categories", rid)
     created = None
-    versions = d.get("versions")
-    if isinstance(versions, list) and versions:
-        v0 = versions[0]
-        if isinstance(v0, dict) and isinstance(v0.get("created"), str):
-            created = rfc2822_date(v0["created"])
-    elif versions is not None and not isinstance(versions, list):
+    versions = get("versions")
+    if isinstance(versions, list):
+        if versions and want_date:
+            v0 = versions[0]
+            if isinstance(v0, dict):
+                c = v0.get("created")
+                if isinstance(c, str):
+                    created = rfc2822_date(c)
+    elif versions is not None:
         return Drop("wrong_type:versions", rid)
-    lic = d.get("license")
+    lic = get("license")
     if lic is not None and not isinstance(lic, str):
         return Drop("wrong_type:license", rid)
-    comments = d.get("comments")
+    comments = get("comments")
     if comments is not None and not isinstance(comments, str):
         comments = None
-    authors = d.get("authors")
-    return Paper(
-        id=rid,
-        title=d["title"],
-        abstract=d["abstract"],
-        categories=cats,
-        license=lic,
-        created=created,
-        authors=authors if isinstance(authors, str) else "",
-        comments=comments,
-        doi=d.get("doi") if isinstance(d.get("doi"), str) else None,
-        journal_ref=d.get("journal-ref") if isinstance(d.get("journal-ref"), str) else None,
-        withdrawn=_withdrawn(comments, d["abstract"]),
-        source=source,
-    )
+    authors, doi, jref = get("authors"), get("doi"), get("journal-ref")
+    return Paper(rid, title, abstract, cats, lic, created,
+                 authors if isinstance(authors, str) else "", comments,
+                 doi if isinstance(doi, str) else None, jref if isinstance(jref, str) else None,
+                 _withdrawn(comments, abstract), source)
 
 
-_CAT_KEY = b'"categories":"'
+CATEGORIES_KEY = b'"categories":"'  # as the snapshot writes it
+_KLEN = len(CATEGORIES_KEY)
+_loads = orjson.loads
+_JSONError = orjson.JSONDecodeError
+
+
+def parse_line(line: bytes, source: str, prefilter=None, want_date: bool = True) -> Paper | Drop | None:
+    """One snapshot line -> Paper, Drop, or None for a blank line (not a record).
+
+    `prefilter(categories) -> reason | None` drops records before JSON parsing: the snapshot
+    writes `"categories":"..."` verbatim, so a byte search finds it (~10x cheaper than parsing
+    a line). Lines without that exact form are parsed as usual."""
+    if prefilter is not None:
+        i = line.find(CATEGORIES_KEY)
+        if i >= 0:
+            j = line.find(b'"', i + _KLEN)
+            reason = prefilter(line[i + _KLEN:j].decode("utf-8", "replace").split())
+            if reason:
+                return Drop(reason)
+    try:
+        d = _loads(line)
+    except _JSONError:
+        if not line.strip():
+            return None
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return Drop("invalid_utf8")
+        return Drop("malformed_json")
+    return paper_from_dict(d, source, want_date)
+
+
+def iter_lines(lines, source: str, prefilter=None) -> Iterator[Paper | Drop]:
+    """Records from an iterable of snapshot lines (blank lines are not records)."""
+    for line in lines:
+        item = parse_line(line, source, prefilter)
+        if item is not None:
+            yield item
 
 
 def iter_papers(path: Path, limit: int | None = None, prefilter=None) -> Iterator[Paper | Drop]:
-    """`prefilter(categories) -> reason | None` drops records before JSON parsing: the
-    snapshot writes `"categories":"..."` verbatim, so a byte search finds it (~10x cheaper than
-    parsing a line). Lines without that exact form are parsed as usual."""
+    """Records of one snapshot file (plain, .gz or .zst); see `parse_line`."""
     source = path.name
-    klen = len(_CAT_KEY)
-    loads = orjson.loads
     n = 0
     seen_any = False
     with open_binary(path) as f:
@@ -102,29 +140,11 @@ def iter_papers(path: Path, limit: int | None = None, prefilter=None) -> Iterato
                 seen_any = True
                 if limit is not None and n >= limit:
                     return
-                n += 1
-                if prefilter is not None:
-                    i = line.find(_CAT_KEY)
-                    if i >= 0:
-                        j = line.find(b'"', i + klen)
-                        reason = prefilter(line[i + klen:j].decode("utf-8", "replace").split())
-                        if reason:
-                            yield Drop(reason)
-                            continue
-                try:
-                    d = loads(line)
-                except orjson.JSONDecodeError:
-                    if not line.strip():
-                        n -= 1
-                        continue
-                    try:
-                        line.decode("utf-8")
-                    except UnicodeDecodeError:
-                        yield Drop("invalid_utf8")
-                    else:
-                        yield Drop("malformed_json")
+                item = parse_line(line, source, prefilter)
+                if item is None:
                     continue
-                yield paper_from_dict(d, source)
+                n += 1
+                yield item
         except STREAM_ERRORS as e:
             if not seen_any and not isinstance(e, EOFError):  # not a compressed stream at all: the file is not what its name says
                 raise InputError(f"{path}: cannot decompress ({e.__class__.__name__}: {str(e)[:80]}); "

@@ -1,0 +1,437 @@
+"""Metadata builds from Kaggle snapshot files, in blocks of lines, on one core or several.
+
+The snapshot is one JSON object per line, so it cuts into blocks of whole lines. A block
+processor does everything that depends on one record only: the category prefilter on the raw
+bytes, parsing, the filters, normalisation and the serialised output lines. Per record that
+passed the filters it keeps the two dedup keys, the split and the size of its lines.
+
+Deduplication needs the order of the whole input: the first record with a given base id (or
+a given normalised title + abstract) wins. `Merger` replays that over the blocks in input
+order with array operations on the keys and appends each block's surviving lines to the
+output. Nothing else about a record depends on the records before it, so the result is the
+same, byte for byte, for any block size and any number of processes (tests compare them).
+
+Plain (uncompressed) files split into byte ranges that worker processes read themselves;
+compressed files (.gz, .zst) and `--limit` runs are read in blocks by one process. Blocks are
+a few MB so that a block and its output stay in the CPU cache.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import sys
+from array import array
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import orjson
+
+from . import contexts
+from .filters import build as build_filters, category_check
+from .normalize import content_key, unwrap, unwrap_abstract
+from .output import SplitWriter
+from .readers.compression import STREAM_ERRORS, open_binary
+from .readers.kaggle import CATEGORIES_KEY, parse_line
+from .records import Drop, InputError
+from .spec import Spec
+from .split import SPLITS, bucket, split_of_bucket
+
+BLOCK_BYTES = 8 << 20  # about 4k snapshot lines
+_SPLIT_CODE = {s: i for i, s in enumerate(SPLITS)}
+_KLEN = len(CATEGORIES_KEY)
+_CACHE_MAX = 1 << 16  # distinct category strings remembered by the prefilter
+
+
+def tune_malloc() -> None:
+    """Let glibc keep freed multi-MB block buffers in the heap for reuse.
+
+    By default each 8 MB block (and its output) is a fresh `mmap` that the kernel must
+    zero-fill page by page, then gives back: on a 1M-record build that was ~850k page faults
+    and a fifth of the run time. Raising the mmap and trim thresholds keeps that memory
+    mapped (RSS grows by about two blocks). Meant for processes that exist to build: the
+    workers and the command line; a no-op where `mallopt` is missing."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    mallopt(m_mmap_threshold, 32 << 20)  # glibc's ceiling on 64-bit systems
+    mallopt(m_trim_threshold, 1 << 30)
+    mallopt(m_top_pad, 64 << 20)
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def is_snapshot_file(spec: str) -> bool:
+    name = Path(spec).name.lower()
+    return (not spec.startswith("hf:") and Path(spec).is_file() and ".xml" not in name
+            and any(s in name for s in (".json", ".jsonl")))
+
+
+def is_plain(spec: str) -> bool:
+    name = Path(spec).name.lower()
+    return name.endswith(".json") or name.endswith(".jsonl")
+
+
+@dataclass
+class Block:
+    counts: Counter  # read / drop:<reason> from parsing and the filters
+    id_keys: np.ndarray  # int64, one per record that passed the filters, in input order
+    content_keys: np.ndarray  # int64
+    split: np.ndarray  # uint8 index into SPLITS
+    nbytes: np.ndarray  # int64: bytes of the record's lines in its split's output
+    nlines: np.ndarray  # int32: examples (lines) of the record
+    out: dict[str, bytes | str]  # split -> its serialised lines, or a scratch file holding them
+    records: int  # records read (for --limit)
+
+
+class BlockProcessor:
+    """Per-record work for one spec, over blocks of snapshot lines."""
+
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        checks = build_filters(spec.filters)
+        self.checks = [c for _, c in checks]
+        # after the byte-level prefilter has judged a record's categories, skip that check
+        self.checks_prefiltered = [c for name, c in checks if name != "category"]
+        self.prefilter = category_check(spec.filters)
+        self.cache: dict[bytes, str | None] = {}
+        f = spec.filters
+        self.want_date = bool(f.date_from or f.date_to) or "year" in contexts.placeholders_used(spec)
+        self.render = contexts.line_renderer(spec)
+
+    def _prefilter(self, cats: bytes) -> str | None:
+        cache = self.cache
+        try:
+            return cache[cats]
+        except KeyError:
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            r = cache[cats] = self.prefilter(cats.decode("utf-8", "replace").split())
+            return r
+
+    def process(self, data: bytes, source: str, max_records: int | None = None) -> Block:
+        """`data`: whole lines (the last may lack its newline)."""
+        counts: Counter = Counter()
+        ids, keys, sizes = array("q"), array("q"), array("q")
+        splits, nlines = array("B"), array("i")
+        out: list[list[bytes]] = [[] for _ in SPLITS]
+        prefilter = self._prefilter if self.prefilter is not None else None
+        checks_all, checks_pre = self.checks, self.checks_prefiltered
+        render, want_date = self.render, self.want_date
+        find, n, pos, read = data.find, len(data), 0, 0
+        limit = n + 1 if max_records is None else max_records
+        while pos < n and read < limit:
+            nl = find(b"\n", pos)
+            if nl < 0:
+                nl = n
+            start, pos = pos, nl + 1
+            checks = checks_all
+            if prefilter is not None:
+                i = find(CATEGORIES_KEY, start, nl)
+                if i >= 0:
+                    j = find(b'"', i + _KLEN, nl)
+                    if j >= 0:
+                        reason = prefilter(data[i + _KLEN:j])
+                        if reason:
+                            read += 1
+                            counts["drop:" + reason] += 1
+                            continue
+                        checks = checks_pre
+            p = parse_line(data[start:nl], source, None, want_date)
+            if p is None:  # blank line: not a record
+                continue
+            read += 1
+            if p.__class__ is Drop:
+                counts["drop:" + p.reason] += 1
+                continue
+            reason = None
+            for check in checks:
+                reason = check(p)
+                if reason:
+                    break
+            if reason:
+                counts["drop:" + reason] += 1
+                continue
+            p.title = unwrap(p.title)
+            p.abstract = unwrap_abstract(p.abstract)
+            b = bucket(p.id)
+            s = _SPLIT_CODE[split_of_bucket(b)]
+            pieces, k = render(p, b)
+            out[s] += pieces
+            ids.append(hash(p.id))
+            keys.append(content_key(p.title, p.abstract))
+            splits.append(s)
+            sizes.append(sum(map(len, pieces)))
+            nlines.append(k)
+        counts["read"] += read
+        return Block(counts, np.frombuffer(ids, dtype=np.int64), np.frombuffer(keys, dtype=np.int64),
+                     np.frombuffer(splits, dtype=np.uint8), np.frombuffer(sizes, dtype=np.int64),
+                     np.frombuffer(nlines, dtype=np.int32),
+                     {name: b"".join(o) for name, o in zip(SPLITS, out)}, read)
+
+
+class SortedKeys:
+    """A growing set of int64 keys as one sorted array; vectorised membership."""
+
+    def __init__(self) -> None:
+        self.keys = np.empty(0, dtype=np.int64)
+
+    def contains(self, q: np.ndarray) -> np.ndarray:
+        k = self.keys
+        if not len(k) or not len(q):
+            return np.zeros(len(q), dtype=bool)
+        i = np.searchsorted(k, q)
+        i[i == len(k)] = 0
+        return k[i] == q
+
+    def add(self, new: np.ndarray) -> None:
+        if len(new):
+            merged = np.concatenate([self.keys, np.sort(new)])
+            merged.sort(kind="stable")  # two sorted runs: a linear merge
+            self.keys = merged
+
+
+def first_new(keys: np.ndarray, seen: SortedKeys) -> np.ndarray:
+    """Mask of the keys that occur for the first time in `keys` and are not in `seen`."""
+    mask = np.zeros(len(keys), dtype=bool)
+    if len(keys):
+        _, first = np.unique(keys, return_index=True)
+        mask[first] = True
+        mask &= ~seen.contains(keys)
+    return mask
+
+
+class Merger:
+    """Replays the one-pass dedup over blocks in input order and appends the survivors."""
+
+    def __init__(self, writer: SplitWriter, counts: Counter) -> None:
+        self.writer, self.counts = writer, counts
+        self.ids, self.contents = SortedKeys(), SortedKeys()
+
+    def add(self, blk: Block) -> None:
+        counts = self.counts
+        counts.update(blk.counts)
+        # 1. base id: the first record with an id wins (every filtered record claims its id)
+        id_ok = first_new(blk.id_keys, self.ids)
+        self.ids.add(blk.id_keys[id_ok])
+        # 2. content: among id survivors, the first with a normalised title + abstract wins
+        idx = np.flatnonzero(id_ok)
+        sub = first_new(blk.content_keys[idx], self.contents)
+        self.contents.add(blk.content_keys[idx][sub])
+        kept = np.zeros(len(id_ok), dtype=bool)
+        kept[idx[sub]] = True
+        n_id, n_content = len(id_ok) - len(idx), len(idx) - int(sub.sum())
+        if n_id:
+            counts["drop:duplicate_id"] += n_id
+        if n_content:
+            counts["drop:duplicate_content"] += n_content
+        counts["kept"] += int(kept.sum())
+        for code, name in enumerate(SPLITS):
+            self._append(name, blk.out[name], blk.split == code, kept, blk.nbytes, blk.nlines)
+
+    def _append(self, split: str, out: bytes | str, in_split: np.ndarray, kept: np.ndarray, nbytes: np.ndarray,
+                nlines: np.ndarray) -> None:
+        if isinstance(out, str):  # a worker's scratch file
+            path = out
+            with open(path, "rb") as f:
+                out = f.read()
+            os.unlink(path)
+        keep = kept[in_split]
+        if not keep.any():
+            return
+        if not keep.all():
+            sizes = nbytes[in_split]
+            ends = np.cumsum(sizes)
+            view = memoryview(out)
+            out = b"".join(view[a:b] for a, b in zip((ends - sizes)[keep].tolist(), ends[keep].tolist()))
+        self.writer.append_lines(split, out, papers=int(keep.sum()), lines=int(nlines[in_split][keep].sum()))
+
+
+# ---- one process -----------------------------------------------------------------------
+
+def iter_blocks(path: Path, block_bytes: int, input_issues: list) -> Iterator[bytes]:
+    """Blocks of whole lines from a snapshot file (plain, .gz or .zst). A compressed stream
+    that breaks off yields every complete line before the break, then records
+    `truncated_input`; an empty file records `empty_input`."""
+    source = str(path)
+    seen_any = False
+    with open_binary(path) as f:
+        if is_plain(path.name):
+            rest = b""
+            while True:
+                chunk = f.read(block_bytes)
+                if not chunk:
+                    break
+                seen_any = True
+                data = rest + chunk
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    rest = data
+                    continue
+                rest = data[cut:]
+                yield data[:cut]
+            if rest:
+                yield rest
+        else:
+            lines: list[bytes] = []
+            size = 0
+            try:
+                for line in f:
+                    seen_any = True
+                    lines.append(line)
+                    size += len(line)
+                    if size >= block_bytes:
+                        yield b"".join(lines)
+                        lines, size = [], 0
+            except STREAM_ERRORS as e:
+                if not seen_any and not isinstance(e, EOFError):  # not a compressed stream at all
+                    raise InputError(f"{path}: cannot decompress ({e.__class__.__name__}: {str(e)[:80]}); "
+                                     "is it really a .gz/.zst file?") from None
+                if lines:
+                    yield b"".join(lines)
+                input_issues.append({"input": source, "issue": "truncated_input"})
+                return
+            if lines:
+                yield b"".join(lines)
+    if not seen_any:
+        input_issues.append({"input": source, "issue": "empty_input"})
+
+
+def run_serial(spec: Spec, inputs: list[str], writer: SplitWriter, counts: Counter, input_issues: list, *,
+               limit: int | None = None, block_bytes: int = BLOCK_BYTES,
+               progress: Callable[[int], None] | None = None) -> None:
+    proc = BlockProcessor(spec)
+    merger = Merger(writer, counts)
+    remaining = limit
+    for s in inputs:
+        if remaining is not None and remaining <= 0:
+            break
+        path = Path(s)
+        for data in iter_blocks(path, block_bytes, input_issues):
+            blk = proc.process(data, path.name, remaining)
+            merger.add(blk)
+            if progress is not None:
+                progress(counts["read"])
+            if remaining is not None:
+                remaining -= blk.records
+                if remaining <= 0:
+                    break
+
+
+# ---- several processes -------------------------------------------------------------------
+
+def plan(inputs: list[str], block_bytes: int = BLOCK_BYTES) -> list[tuple[str, int, int]]:
+    """Byte ranges `(path, start, end)` covering every input; each ends just after a line
+    break (or at the end of its file)."""
+    ranges = []
+    for s in inputs:
+        size = os.path.getsize(s)
+        start = 0
+        with open(s, "rb") as f:
+            while start < size:
+                end = start + block_bytes
+                if end >= size:
+                    end = size
+                else:
+                    f.seek(end - 1)
+                    while True:
+                        chunk = f.read(1 << 16)
+                        if not chunk:
+                            end = size
+                            break
+                        i = chunk.find(b"\n")
+                        if i >= 0:
+                            end = f.tell() - len(chunk) + i + 1
+                            break
+                ranges.append((s, start, end))
+                start = end
+    return ranges
+
+
+_worker: dict = {}
+
+
+def _init(spec: Spec, scratch: str) -> None:
+    tune_malloc()
+    _worker.update(proc=BlockProcessor(spec), scratch=scratch)
+
+
+def process_range(task: tuple[int, str, int, int]) -> Block:
+    """A worker's job: one byte range, its output lines left in scratch files."""
+    index, path, start, end = task
+    try:
+        return _process_range(index, path, start, end)
+    except Exception:
+        raise
+    except BaseException as e:  # KeyboardInterrupt, SystemExit: still reach the parent as a failure
+        raise RuntimeError(f"worker stopped: {e.__class__.__name__}") from None
+
+
+def _process_range(index: int, path: str, start: int, end: int) -> Block:
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    blk = _worker["proc"].process(data, Path(path).name)
+    for name in SPLITS:
+        fn = os.path.join(_worker["scratch"], f"{index:07d}.{name}")
+        with open(fn, "wb") as g:
+            g.write(blk.out[name])
+        blk.out[name] = fn
+    return blk
+
+
+def run_parallel(spec: Spec, inputs: list[str], writer: SplitWriter, counts: Counter, input_issues: list, *,
+                 workers: int, block_bytes: int = BLOCK_BYTES, progress: Callable[[int], None] | None = None,
+                 on_started: Callable[[], None] | None = None) -> None:
+    """Plain snapshot files, `workers` forked processes over byte ranges, merged in order.
+
+    `on_started()` runs once the workers exist: threads may start from then on (a process
+    should not fork while it has threads)."""
+    for s in inputs:
+        if os.path.getsize(s) == 0:
+            input_issues.append({"input": s, "issue": "empty_input"})
+    tasks = [(i, path, a, b) for i, (path, a, b) in enumerate(plan(inputs, block_bytes))]
+    scratch = writer.tmp / ".ranges"
+    scratch.mkdir()
+    merger = Merger(writer, counts)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # fork: the workers share the parent's string-hash seed, so their dedup keys agree.
+    # A worker that dies (killed, out of memory) fails the build with BrokenProcessPool.
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init,
+                             initargs=(spec, str(scratch))) as pool:
+        pool.submit(int).result()  # forks every worker now, before the caller starts threads
+        if on_started is not None:
+            on_started()
+        try:
+            for blk in pool.map(process_range, tasks):
+                merger.add(blk)
+                if progress is not None:
+                    progress(counts["read"])
+        except BrokenProcessPool:
+            raise InputError("a worker process died (killed, or out of memory?); rerun, or use "
+                             "--workers 1 to build in one process") from None
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    scratch.rmdir()
+
+
+def can_parallel(inputs: list[str], limit: int | None, workers: int, block_bytes: int) -> bool:
+    return (workers > 1 and limit is None and "fork" in mp.get_all_start_methods()
+            and all(is_plain(s) for s in inputs)
+            and sum(os.path.getsize(s) for s in inputs) > block_bytes)
+
