@@ -6,9 +6,12 @@ Usage:
 
 Generates a synthetic Kaggle-format snapshot (the 14-key schema, realistic field lengths,
 category and licence mix), builds `abstracts-chat` from it with `python -m dataset_builders`,
-and times, in the same run, `datasets`: load_dataset("json") -> filter -> map -> to_json doing
-the equivalent job (physics filter, length bounds, chat messages). Prints records/s of both,
-the ratio, and peak RSS of our build at N and 2N records (flat memory is the goal).
+on all cores and with `--workers 1`, and times, in the same run, `datasets`:
+load_dataset("json") -> filter -> map -> to_json doing the equivalent job (physics filter,
+length bounds, chat messages). Every figure is for the whole command (start-up included);
+memory is the peak PSS summed over the command's process tree (workers included). Prints
+records/s, the ratio, peak memory at N and 2N records (flat memory is the goal), and writes
+results.json and a plot next to the generated inputs.
 """
 
 from __future__ import annotations
@@ -91,24 +94,68 @@ def head(src: Path, dst: Path, n: int) -> None:
     dst.with_suffix(".n").write_text(str(n))
 
 
-def run_ours(inp: Path, out: Path, hash_inputs: bool) -> dict:
-    cmd = [sys.executable, "-m", "dataset_builders", "build", "--spec", "abstracts-chat", "--input", str(inp),
-           "--out", str(out), "--no-progress"] + ([] if hash_inputs else ["--no-input-hash"])
-    code = ("import resource,subprocess,sys,time;t=time.perf_counter();r=subprocess.run(sys.argv[1:]);"
-            "d=time.perf_counter()-t;u=resource.getrusage(resource.RUSAGE_CHILDREN);"
-            "print(d, u.ru_maxrss, u.ru_utime+u.ru_stime);"
-            "sys.exit(r.returncode)")
-    p = subprocess.run([sys.executable, "-c", code, *cmd], cwd=ROOT, capture_output=True, text=True)
+def _tree_pss_kb(root: int) -> int:
+    """Proportional set size of a process and all its descendants (Linux /proc), in kB: memory
+    shared between forked workers counts once."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def measure(cmd: list[str], env: dict | None = None) -> dict:
+    """Wall time of the whole command (start-up included), CPU time of its process tree, and
+    the peak of its tree's summed PSS sampled every 50 ms."""
+    import tempfile
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        peak = 0
+        while p.poll() is None:
+            peak = max(peak, _tree_pss_kb(p.pid))
+            time.sleep(0.05)
+        seconds = time.perf_counter() - t
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
-        raise SystemExit(f"build failed: {p.stderr[-2000:]}")
-    secs, rss_kb, cpu = p.stdout.split()
+        raise SystemExit(f"{cmd[:4]} failed: {stderr[-2000:]}")
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {"seconds": seconds, "cpu": cpu, "rss_mb": peak / 1024, "stderr": stderr}
+
+
+def run_ours(inp: Path, out: Path, hash_inputs: bool, workers: int | None = None) -> dict:
+    cmd = [sys.executable, "-m", "dataset_builders", "build", "--spec", "abstracts-chat", "--input", str(inp),
+           "--out", str(out), "--no-progress"] + ([] if hash_inputs else ["--no-input-hash"]) + \
+          ([] if workers is None else ["--workers", str(workers)])
+    r = measure(cmd)
     manifest = json.loads((out / "manifest.json").read_text())
-    return {"seconds": float(secs), "cpu": float(cpu), "rss_mb": int(rss_kb) / 1024, "read": manifest["counts"]["read"],
+    return {"seconds": r["seconds"], "cpu": r["cpu"], "rss_mb": r["rss_mb"], "read": manifest["counts"]["read"],
             "kept": manifest["counts"]["kept"]}
 
 
 NAIVE = r'''
-import sys, time, resource, datasets
+import sys, datasets
 from dataset_builders.taxonomy import ALL_PHYSICS, archive_of
 datasets.disable_progress_bars()
 inp, out, nproc = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -124,13 +171,11 @@ def fmt(r):
     return {"messages": [{"role": "system", "content": SYSTEM},
                          {"role": "user", "content": f'Write the abstract of a physics paper titled "{title}".'},
                          {"role": "assistant", "content": abstract}], "id": r["id"]}
-t = time.perf_counter()
 ds = datasets.load_dataset("json", data_files=inp, split="train", cache_dir=out + ".cache")
 ds = ds.filter(keep, num_proc=nproc)
 ds = ds.map(fmt, remove_columns=ds.column_names, num_proc=nproc)
 ds.to_json(out, lines=True)
-u, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-print(time.perf_counter() - t, u.ru_maxrss, u.ru_utime + u.ru_stime + c.ru_utime + c.ru_stime, len(ds))
+print("kept", len(ds), file=sys.stderr)
 '''
 
 
@@ -138,13 +183,32 @@ def run_naive(inp: Path, out: Path, nproc: int) -> dict:
     import shutil
 
     shutil.rmtree(str(out) + ".cache", ignore_errors=True)
-    p = subprocess.run([sys.executable, "-c", NAIVE, str(inp), str(out), str(nproc)], cwd=ROOT,
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if p.returncode != 0:
-        raise SystemExit(f"naive pipeline failed: {p.stderr[-2000:]}")
-    secs, rss_kb, cpu, kept = p.stdout.split()[-4:]
+    r = measure([sys.executable, "-c", NAIVE, str(inp), str(out), str(nproc)], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    kept = int(r["stderr"].rsplit("kept", 1)[1].split()[0])
     shutil.rmtree(str(out) + ".cache", ignore_errors=True)
-    return {"seconds": float(secs), "cpu": float(cpu), "rss_mb": int(rss_kb) / 1024, "kept": int(kept)}
+    return {"seconds": r["seconds"], "cpu": r["cpu"], "rss_mb": r["rss_mb"], "kept": kept}
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """Records/s and peak RSS per pipeline, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['pipeline']}\n{r['records'] / 1e6:g}M records" for r in results]
+    colors = ["#c0504d" if r["pipeline"].startswith("naive") else "#4f81bd" for r in results]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 0.9 * len(results) + 1.5))
+    a.barh(labels, [r["records"] / r["seconds"] / 1e3 for r in results], color=colors)
+    a.set_xlabel("thousand input records / s (wall)")
+    a.invert_yaxis()
+    b.barh(labels, [r["rss_mb"] for r in results], color=colors)
+    b.set_xlabel("peak memory, MB (PSS summed over the process tree)")
+    b.invert_yaxis()
+    b.set_yticklabels([])
+    fig.suptitle("abstracts-chat from a synthetic Kaggle snapshot")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> int:
@@ -167,12 +231,16 @@ def main() -> int:
     ours = run_ours(small, args.work / "ours", hash_inputs=True)
     rows.append(("ours (abstracts-chat, input SHA-256 on)", args.records, ours))
     ours_nohash = run_ours(small, args.work / "ours-nohash", hash_inputs=False)
-    rows.append(("ours (--no-input-hash)", args.records, ours_nohash))
+    rows.append(("ours (`--no-input-hash`)", args.records, ours_nohash))
+    ours_one = run_ours(small, args.work / "ours-1", hash_inputs=True, workers=1)
+    rows.append(("ours (`--workers 1`)", args.records, ours_one))
     naive = run_naive(small, args.work / "naive.jsonl", args.naive_procs)
     rows.append((f"naive datasets (num_proc={args.naive_procs})", args.records, naive))
     if args.rss_records and args.rss_records != args.records:
         ours_big = run_ours(big, args.work / "ours-big", hash_inputs=True)
         rows.append(("ours (abstracts-chat, input SHA-256 on)", args.rss_records, ours_big))
+    same = all((args.work / "ours" / f).read_bytes() == (args.work / "ours-1" / f).read_bytes()
+               for f in ("train.jsonl", "validation.jsonl", "test.jsonl"))
 
     print("\n| pipeline | records | wall s | records/s | CPU s | records/CPU-s | peak RSS MB | papers kept |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -182,9 +250,15 @@ def main() -> int:
     ratio = naive["seconds"] / ours["seconds"]
     print(f"\nspeed-up over the naive datasets pipeline: {ratio:.1f}x "
           f"({args.records / ours['seconds']:,.0f} vs {args.records / naive['seconds']:,.0f} records/s)")
+    print(f"all cores vs --workers 1: {ours_one['seconds'] / ours['seconds']:.2f}x; "
+          f"outputs byte-identical: {same}")
     if args.rss_records and args.rss_records != args.records:
-        print(f"peak RSS at {args.records:,} -> {args.rss_records:,} records: {ours['rss_mb']:.0f} -> "
+        print(f"peak memory at {args.records:,} -> {args.rss_records:,} records: {ours['rss_mb']:.0f} -> "
               f"{ours_big['rss_mb']:.0f} MB ({ours_big['rss_mb'] / ours['rss_mb']:.2f}x)")
+    results = [{"pipeline": name, "records": n, **r} for name, n, r in rows]
+    (args.work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, args.work / "metadata_builder.png")
+    print(f"table and plot: {args.work / 'results.json'}, {args.work / 'metadata_builder.png'}")
     return 0
 
 

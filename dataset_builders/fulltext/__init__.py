@@ -200,7 +200,7 @@ def cmd_build(spec: Spec, args) -> int:
         raise InputError("no input given: pass LaTeX sources with --input PATH (repeatable)")
     workers = getattr(args, "workers", None)
     if workers is None:
-        from ..parallel import default_workers
+        from ..snapshot import default_workers
 
         workers = default_workers()
     if workers < 1:
