@@ -48,7 +48,7 @@ class SplitWriter:
         if len(buf) >= 4096:
             self._flush(split)
 
-    def append_lines(self, split: str, data: bytes, papers: int, lines: int) -> None:
+    def append_lines(self, split: str, data: bytes | memoryview, papers: int, lines: int) -> None:
         """Append already-serialised lines (`data` ends with a newline) for `papers` papers."""
         self._flush(split)
         self._files[split].write(data)
@@ -57,7 +57,7 @@ class SplitWriter:
         self.lines[split] += lines
         samples = self.samples[split]
         if len(samples) < TOKEN_SAMPLE:
-            for line in data.split(b"\n", TOKEN_SAMPLE - len(samples))[:TOKEN_SAMPLE - len(samples)]:
+            for line in bytes(data).split(b"\n", TOKEN_SAMPLE - len(samples))[:TOKEN_SAMPLE - len(samples)]:
                 if line:
                     samples.append(orjson.loads(line))
 

@@ -19,11 +19,12 @@ a few MB so that a block and its output stay in the CPU cache.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import multiprocessing as mp
 import os
 import sys
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from .spec import Spec
 from .split import SPLITS, bucket, split_of_bucket
 
 BLOCK_BYTES = 8 << 20  # about 4k snapshot lines
+SLOT_FACTOR = 4  # shared-memory room for a block's output, in blocks; larger output goes to scratch files
 _SPLIT_CODE = {s: i for i, s in enumerate(SPLITS)}
 _KLEN = len(CATEGORIES_KEY)
 _CACHE_MAX = 1 << 16  # distinct category strings remembered by the prefilter
@@ -93,7 +95,7 @@ class Block:
     split: np.ndarray  # uint8 index into SPLITS
     nbytes: np.ndarray  # int64: bytes of the record's lines in its split's output
     nlines: np.ndarray  # int32: examples (lines) of the record
-    out: dict[str, bytes | str]  # split -> its serialised lines, or a scratch file holding them
+    out: dict[str, bytes | str | tuple[int, int]]  # split -> its lines, a scratch file, or a slice of the arena
     records: int  # records read (for --limit)
 
 
@@ -122,8 +124,9 @@ class BlockProcessor:
             r = cache[cats] = self.prefilter(cats.decode("utf-8", "replace").split())
             return r
 
-    def process(self, data: bytes, source: str, max_records: int | None = None) -> Block:
-        """`data`: whole lines (the last may lack its newline)."""
+    def process(self, data: bytes | mmap.mmap, source: str, max_records: int | None = None, begin: int = 0,
+                end: int | None = None) -> Block:
+        """`data[begin:end]`: whole lines (the last may lack its newline)."""
         counts: Counter = Counter()
         ids, keys, sizes = array("q"), array("q"), array("q")
         splits, nlines = array("B"), array("i")
@@ -131,7 +134,8 @@ class BlockProcessor:
         prefilter = self._prefilter if self.prefilter is not None else None
         checks_all, checks_pre = self.checks, self.checks_prefiltered
         render, want_date = self.render, self.want_date
-        find, n, pos, read = data.find, len(data), 0, 0
+        find, pos, read = data.find, begin, 0
+        n = len(data) if end is None else end
         limit = n + 1 if max_records is None else max_records
         while pos < n and read < limit:
             nl = find(b"\n", pos)
@@ -184,24 +188,40 @@ class BlockProcessor:
 
 
 class SortedKeys:
-    """A growing set of int64 keys as one sorted array; vectorised membership."""
+    """A growing set of int64 keys as a few sorted runs (a log-structured merge): membership
+    is a binary search per run, an insert appends a run and merges runs of similar size, so
+    the total work stays O(n log n) however many blocks arrive."""
 
     def __init__(self) -> None:
-        self.keys = np.empty(0, dtype=np.int64)
+        self.runs: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.runs)
 
     def contains(self, q: np.ndarray) -> np.ndarray:
-        k = self.keys
-        if not len(k) or not len(q):
+        if not self.runs or not len(q):
             return np.zeros(len(q), dtype=bool)
-        i = np.searchsorted(k, q)
-        i[i == len(k)] = 0
-        return k[i] == q
+        order = np.argsort(q, kind="stable")
+        qs = q[order]  # sorted queries walk each run forwards: cache-friendly binary searches
+        hit = np.zeros(len(q), dtype=bool)
+        for run in self.runs:
+            i = np.searchsorted(run, qs)
+            i[i == len(run)] = 0
+            hit |= run[i] == qs
+        found = np.empty(len(q), dtype=bool)
+        found[order] = hit
+        return found
 
     def add(self, new: np.ndarray) -> None:
-        if len(new):
-            merged = np.concatenate([self.keys, np.sort(new)])
+        if not len(new):
+            return
+        runs = self.runs
+        runs.append(np.sort(new))
+        while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
+            b, a = runs.pop(), runs.pop()
+            merged = np.concatenate([a, b])
             merged.sort(kind="stable")  # two sorted runs: a linear merge
-            self.keys = merged
+            runs.append(merged)
 
 
 def first_new(keys: np.ndarray, seen: SortedKeys) -> np.ndarray:
@@ -217,8 +237,8 @@ def first_new(keys: np.ndarray, seen: SortedKeys) -> np.ndarray:
 class Merger:
     """Replays the one-pass dedup over blocks in input order and appends the survivors."""
 
-    def __init__(self, writer: SplitWriter, counts: Counter) -> None:
-        self.writer, self.counts = writer, counts
+    def __init__(self, writer: SplitWriter, counts: Counter, arena: memoryview | None = None) -> None:
+        self.writer, self.counts, self.arena = writer, counts, arena
         self.ids, self.contents = SortedKeys(), SortedKeys()
 
     def add(self, blk: Block) -> None:
@@ -242,9 +262,11 @@ class Merger:
         for code, name in enumerate(SPLITS):
             self._append(name, blk.out[name], blk.split == code, kept, blk.nbytes, blk.nlines)
 
-    def _append(self, split: str, out: bytes | str, in_split: np.ndarray, kept: np.ndarray, nbytes: np.ndarray,
-                nlines: np.ndarray) -> None:
-        if isinstance(out, str):  # a worker's scratch file
+    def _append(self, split: str, out: bytes | str | tuple[int, int], in_split: np.ndarray, kept: np.ndarray,
+                nbytes: np.ndarray, nlines: np.ndarray) -> None:
+        if isinstance(out, tuple):  # (offset, length) in the shared arena
+            out = self.arena[out[0]:out[0] + out[1]]
+        elif isinstance(out, str):  # a worker's scratch file
             path = out
             with open(path, "rb") as f:
                 out = f.read()
@@ -364,32 +386,43 @@ def plan(inputs: list[str], block_bytes: int = BLOCK_BYTES) -> list[tuple[str, i
 _worker: dict = {}
 
 
-def _init(spec: Spec, scratch: str) -> None:
+def _init(spec: Spec, scratch: str, arena: mmap.mmap, slot_bytes: int) -> None:
     tune_malloc()
-    _worker.update(proc=BlockProcessor(spec), scratch=scratch)
+    _worker.update(proc=BlockProcessor(spec), scratch=scratch, arena=arena, slot_bytes=slot_bytes)
 
 
-def process_range(task: tuple[int, str, int, int]) -> Block:
-    """A worker's job: one byte range, its output lines left in scratch files."""
-    index, path, start, end = task
+def process_range(task: tuple[int, int, str, int, int]) -> Block:
+    """A worker's job: one byte range; its output lines go to the task's slot of the shared
+    arena (or to scratch files when they do not fit)."""
     try:
-        return _process_range(index, path, start, end)
+        return _process_range(*task)
     except Exception:
         raise
     except BaseException as e:  # KeyboardInterrupt, SystemExit: still reach the parent as a failure
         raise RuntimeError(f"worker stopped: {e.__class__.__name__}") from None
 
 
-def _process_range(index: int, path: str, start: int, end: int) -> Block:
+def _process_range(index: int, slot: int, path: str, start: int, end: int) -> Block:
     with open(path, "rb") as f:
-        f.seek(start)
-        data = f.read(end - start)
-    blk = _worker["proc"].process(data, Path(path).name)
-    for name in SPLITS:
-        fn = os.path.join(_worker["scratch"], f"{index:07d}.{name}")
-        with open(fn, "wb") as g:
-            g.write(blk.out[name])
-        blk.out[name] = fn
+        # mapped, not read: the page-cache pages are used in place instead of copied
+        off = start - start % mmap.ALLOCATIONGRANULARITY
+        with mmap.mmap(f.fileno(), end - off, offset=off, prot=mmap.PROT_READ,
+                       flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)) as data:
+            blk = _worker["proc"].process(data, Path(path).name, begin=start - off, end=end - off)
+    arena, slot_bytes = _worker["arena"], _worker["slot_bytes"]
+    if sum(len(v) for v in blk.out.values()) <= slot_bytes:
+        pos = slot * slot_bytes
+        for name in SPLITS:
+            out = blk.out[name]
+            arena[pos:pos + len(out)] = out
+            blk.out[name] = (pos, len(out))
+            pos += len(out)
+    else:
+        for name in SPLITS:
+            fn = os.path.join(_worker["scratch"], f"{index:07d}.{name}")
+            with open(fn, "wb") as g:
+                g.write(blk.out[name])
+            blk.out[name] = fn
     return blk
 
 
@@ -398,35 +431,55 @@ def run_parallel(spec: Spec, inputs: list[str], writer: SplitWriter, counts: Cou
                  on_started: Callable[[], None] | None = None) -> None:
     """Plain snapshot files, `workers` forked processes over byte ranges, merged in order.
 
-    `on_started()` runs once the workers exist: threads may start from then on (a process
-    should not fork while it has threads)."""
+    Workers hand their output lines over through a shared memory arena of slots: task i
+    writes slot i mod n, and task i is submitted only after task i - n has been merged, so a
+    slot is never overwritten before the parent has appended it. `on_started()` runs once the
+    workers exist: threads may start from then on (a process should not fork while it has
+    threads)."""
     for s in inputs:
         if os.path.getsize(s) == 0:
             input_issues.append({"input": s, "issue": "empty_input"})
-    tasks = [(i, path, a, b) for i, (path, a, b) in enumerate(plan(inputs, block_bytes))]
+    ranges = plan(inputs, block_bytes)
+    nslots = 2 * workers + 2
+    slot_bytes = SLOT_FACTOR * block_bytes
+    arena = mmap.mmap(-1, nslots * slot_bytes)  # anonymous, shared with the forked workers
     scratch = writer.tmp / ".ranges"
     scratch.mkdir()
-    merger = Merger(writer, counts)
+    merger = Merger(writer, counts, memoryview(arena))
     sys.stdout.flush()
     sys.stderr.flush()
     # fork: the workers share the parent's string-hash seed, so their dedup keys agree.
     # A worker that dies (killed, out of memory) fails the build with BrokenProcessPool.
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init,
-                             initargs=(spec, str(scratch))) as pool:
-        pool.submit(int).result()  # forks every worker now, before the caller starts threads
-        if on_started is not None:
-            on_started()
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init,
+                                 initargs=(spec, str(scratch), arena, slot_bytes)) as pool:
+            pool.submit(int).result()  # forks every worker now, before the caller starts threads
+            if on_started is not None:
+                on_started()
+            try:
+                pending: deque = deque()
+                for i, (path, a, b) in enumerate(ranges):
+                    if len(pending) == nslots:
+                        merger.add(pending.popleft().result())
+                        if progress is not None:
+                            progress(counts["read"])
+                    pending.append(pool.submit(process_range, (i, i % nslots, path, a, b)))
+                while pending:
+                    merger.add(pending.popleft().result())
+                    if progress is not None:
+                        progress(counts["read"])
+            except BrokenProcessPool:
+                raise InputError("a worker process died (killed, or out of memory?); rerun, or use "
+                                 "--workers 1 to build in one process") from None
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    finally:
+        merger.arena = None
         try:
-            for blk in pool.map(process_range, tasks):
-                merger.add(blk)
-                if progress is not None:
-                    progress(counts["read"])
-        except BrokenProcessPool:
-            raise InputError("a worker process died (killed, or out of memory?); rerun, or use "
-                             "--workers 1 to build in one process") from None
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+            arena.close()
+        except BufferError:  # a view is still alive (an exception's traceback); the GC unmaps it
+            pass
     scratch.rmdir()
 
 

@@ -6,9 +6,7 @@ import hashlib
 from pathlib import Path
 
 
-def sha256_file(path: Path | str, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
+def sha256_file(path: Path | str) -> str:
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+        # reads into one reused buffer and hashes it without holding the GIL
+        return hashlib.file_digest(f, "sha256").hexdigest()

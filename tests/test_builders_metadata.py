@@ -484,3 +484,23 @@ def test_cli_workers_option(tmp_path):
     p = run_cli("build", "--spec", "abstracts-chat", "--input", src, "--out", tmp_path / "c", "--workers", "0",
                 check_rc=2)
     assert "--workers must be at least 1" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_sorted_keys_replay_first_occurrence_like_a_set():
+    import numpy as np
+
+    from dataset_builders.snapshot import SortedKeys, first_new
+
+    rng = np.random.default_rng(0)
+    keys, seen = SortedKeys(), set()
+    for _ in range(120):
+        block = rng.integers(0, 40_000, rng.integers(0, 700))
+        mask = first_new(block, keys)
+        want, here = [], set()
+        for v in block.tolist():
+            want.append(v not in seen and v not in here)
+            here.add(v)
+        assert mask.tolist() == want
+        keys.add(block[mask])
+        seen.update(block[mask].tolist())
+    assert len(keys) == len(seen) and len(keys.runs) <= 2 * np.log2(len(seen))
