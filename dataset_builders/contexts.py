@@ -58,8 +58,12 @@ def _texts(spec: Spec) -> list[tuple[str, str]]:
     return texts
 
 
+def _names(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
 def placeholders_used(spec: Spec) -> set[str]:
-    return {name for _, text in _texts(spec) for _, name, _, _ in string.Formatter().parse(text) if name}
+    return set().union(*(_names(text) for _, text in _texts(spec)))
 
 
 def check_templates(spec: Spec) -> None:
@@ -109,15 +113,20 @@ def line_renderer(spec: Spec):
         head += dumps({"role": "system", "content": spec.system_prompt}) + b","
     head += b'{"role":"user","content":'
     mid = b'},{"role":"assistant","content":'
-    templates = [(t.user, t.assistant, b',"template":' + dumps(t.id) + b"}\n") for t in spec.templates]
+    basic = {"id", "title", "abstract"}
+    templates = [(t.user, t.assistant, b',"template":' + dumps(t.id) + b"}\n",
+                  _names(t.user) | _names(t.assistant) <= basic) for t in spec.templates]
     n, k = len(templates), spec.templates_per_paper
 
     def chat(paper: Paper, bucket: int) -> tuple[list[bytes], int]:
-        f = Fields(paper)
+        f = None
         tail_id = b'}],"id":' + dumps(paper.id)
         out = []
         for j in range(k):
-            user, assistant, tail = templates[(bucket + j) % n]
+            user, assistant, tail, plain = templates[(bucket + j) % n]
+            if f is None or (not plain and f.__class__ is dict):
+                # the three always-present fields need no lazily computed extras
+                f = {"id": paper.id, "title": paper.title, "abstract": paper.abstract} if plain else Fields(paper)
             out += (head, dumps(user.format_map(f)), mid, dumps(assistant.format_map(f)), tail_id, tail)
         return out, k
 
