@@ -196,7 +196,7 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['pipeline']}\n{r['records'] / 1e6:g}M records" for r in results]
+    labels = [f"{r['pipeline'].replace('`', '')}\n{r['records'] / 1e6:g}M records" for r in results]
     colors = ["#c0504d" if r["pipeline"].startswith("naive") else "#4f81bd" for r in results]
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 0.9 * len(results) + 1.5))
     a.barh(labels, [r["records"] / r["seconds"] / 1e3 for r in results], color=colors)
