@@ -133,3 +133,12 @@ def build(spec: FilterSpec) -> list[tuple[str, Callable[[Paper], str | None]]]:
 
     checks.append(("length", length))
     return checks
+
+
+def first_failure(checks: list[Callable[[Paper], str | None]], paper: Paper) -> str | None:
+    """The drop reason of the first check in `checks` that rejects `paper`, or None."""
+    for check in checks:
+        reason = check(paper)
+        if reason:
+            return reason
+    return None

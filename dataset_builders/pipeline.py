@@ -20,7 +20,7 @@ from qwenphysics.hashing import sha256_file
 
 from . import contexts, snapshot
 from .dedup import KeySet
-from .filters import build as build_filters, category_check
+from .filters import build as build_filters, category_check, first_failure
 from .normalize import content_key, unwrap, unwrap_abstract
 from .output import SplitWriter, TokenizerLoader, data_card, manifest_json, token_stats
 from .readers import iter_input
@@ -139,8 +139,8 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
                                 progress=tick)
         else:
             start_threads()
-            _run_serial(spec, inputs, limit, checks, papers, render or contexts.render, writer, counts,
-                        input_issues, bar)
+            _run_serial(spec, inputs, limit, [c for _, c in checks], papers, render or contexts.render, writer,
+                        counts, input_issues, bar)
         if bar is not None:
             bar.n = counts["read"]
             bar.close()
@@ -176,11 +176,7 @@ def _run_serial(spec: Spec, inputs: list[str], limit: int | None, checks, papers
         if bar is not None and (i & 4095) == 0:
             bar.n = counts["read"]
             bar.refresh()
-        reason = None
-        for _, check in checks:
-            reason = check(p)
-            if reason:
-                break
+        reason = first_failure(checks, p)
         if reason:
             counts["drop:" + reason] += 1
             continue

@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import orjson
 
 from . import contexts
-from .filters import build as build_filters, category_check
+from .filters import build as build_filters, category_check, first_failure
 from .normalize import content_key, unwrap, unwrap_abstract
 from .output import SplitWriter
 from .readers.compression import STREAM_ERRORS, open_binary
@@ -161,11 +160,7 @@ class BlockProcessor:
             if p.__class__ is Drop:
                 counts["drop:" + p.reason] += 1
                 continue
-            reason = None
-            for check in checks:
-                reason = check(p)
-                if reason:
-                    break
+            reason = first_failure(checks, p)
             if reason:
                 counts["drop:" + reason] += 1
                 continue

@@ -318,11 +318,11 @@ def test_hf_dataset_id_streams_through_datasets(tmp_path, chat):
 
 def test_limit_and_cli_help(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [rec(i) for i in range(30)])
-    p = run_cli("build", "--spec", "abstracts-chat", "--input", src, "--out", tmp_path / "o", "--limit", "7",
-                "--no-progress", check_rc=0)
+    run_cli("build", "--spec", "abstracts-chat", "--input", src, "--out", tmp_path / "o", "--limit", "7",
+            "--no-progress", check_rc=0)
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["counts"]["read"] == 7
     h = run_cli("build", "--help", check_rc=0)
-    assert "--limit" in h.stdout and "hf:<dataset id>" in h.stdout
+    assert "--limit" in h.stdout and "hf:<dataset id>" in h.stdout and "--workers" in h.stdout
     assert "abstracts-chat" in run_cli("list-specs", check_rc=0).stdout
 
 
