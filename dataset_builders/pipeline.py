@@ -116,6 +116,7 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
         hasher.start()
         if tokenizer is not None:
             tokenizer.start()
+            writer.on_sample_full = tokenizer.count_soon
         bar = _progress(limit, progress)
 
     def tick(n: int) -> None:

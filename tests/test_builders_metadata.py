@@ -504,3 +504,17 @@ def test_sorted_keys_replay_first_occurrence_like_a_set():
         keys.add(block[mask])
         seen.update(block[mask].tolist())
     assert len(keys) == len(seen) and len(keys.runs) <= 2 * np.log2(len(seen))
+
+
+def test_token_sample_counted_early_equals_counted_at_the_end(tmp_path, chat):
+    from dataset_builders.output import TOKEN_SAMPLE, token_stats
+
+    src = write_jsonl(tmp_path / "in.jsonl", [rec(i) for i in range(TOKEN_SAMPLE + 150)])
+    res = build(chat, [str(src)], tmp_path / "out", block_bytes=4096)
+    if res.manifest["tokens"] is None:
+        pytest.skip("the Qwen2.5 tokenizer is not built (make setup)")
+    train = [json.loads(x) for x in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
+    assert res.manifest["tokens"]["train"]["examples_sampled"] == TOKEN_SAMPLE  # counted while building
+    samples = {"train": train[:TOKEN_SAMPLE], "validation": [], "test": []}
+    want = token_stats(samples, {"train": len(train)})["train"]
+    assert res.manifest["tokens"]["train"] == want
