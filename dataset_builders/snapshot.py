@@ -45,7 +45,7 @@ from .split import SPLITS, bucket, split_of_bucket
 
 BLOCK_BYTES = 8 << 20  # about 4k snapshot lines
 SLOT_FACTOR = 4  # shared-memory room for a block's output, in blocks; larger output goes to scratch files
-_SPLIT_CODE = {s: i for i, s in enumerate(SPLITS)}
+_SPLIT_OF_BUCKET = [SPLITS.index(split_of_bucket(b)) for b in range(10000)]  # bucket -> index in SPLITS
 _KLEN = len(CATEGORIES_KEY)
 _CACHE_MAX = 1 << 16  # distinct category strings remembered by the prefilter
 
@@ -92,7 +92,6 @@ class Block:
     id_keys: np.ndarray  # int64, one per record that passed the filters, in input order
     content_keys: np.ndarray  # int64
     split: np.ndarray  # uint8 index into SPLITS
-    nbytes: np.ndarray  # int64: bytes of the record's lines in its split's output
     nlines: np.ndarray  # int32: examples (lines) of the record
     out: dict[str, bytes | str | tuple[int, int]]  # split -> its lines, a scratch file, or a slice of the arena
     records: int  # records read (for --limit)
@@ -127,7 +126,7 @@ class BlockProcessor:
                 end: int | None = None) -> Block:
         """`data[begin:end]`: whole lines (the last may lack its newline)."""
         counts: Counter = Counter()
-        ids, keys, sizes = array("q"), array("q"), array("q")
+        ids, keys = array("q"), array("q")
         splits, nlines = array("B"), array("i")
         out: list[list[bytes]] = [[] for _ in SPLITS]
         prefilter = self._prefilter if self.prefilter is not None else None
@@ -167,17 +166,16 @@ class BlockProcessor:
             p.title = unwrap(p.title)
             p.abstract = unwrap_abstract(p.abstract)
             b = bucket(p.id)
-            s = _SPLIT_CODE[split_of_bucket(b)]
+            s = _SPLIT_OF_BUCKET[b]
             pieces, k = render(p, b)
             out[s] += pieces
             ids.append(hash(p.id))
             keys.append(content_key(p.title, p.abstract))
             splits.append(s)
-            sizes.append(sum(map(len, pieces)))
             nlines.append(k)
         counts["read"] += read
         return Block(counts, np.frombuffer(ids, dtype=np.int64), np.frombuffer(keys, dtype=np.int64),
-                     np.frombuffer(splits, dtype=np.uint8), np.frombuffer(sizes, dtype=np.int64),
+                     np.frombuffer(splits, dtype=np.uint8),
                      np.frombuffer(nlines, dtype=np.int32),
                      {name: b"".join(o) for name, o in zip(SPLITS, out)}, read)
 
@@ -255,10 +253,10 @@ class Merger:
             counts["drop:duplicate_content"] += n_content
         counts["kept"] += int(kept.sum())
         for code, name in enumerate(SPLITS):
-            self._append(name, blk.out[name], blk.split == code, kept, blk.nbytes, blk.nlines)
+            self._append(name, blk.out[name], blk.split == code, kept, blk.nlines)
 
     def _append(self, split: str, out: bytes | str | tuple[int, int], in_split: np.ndarray, kept: np.ndarray,
-                nbytes: np.ndarray, nlines: np.ndarray) -> None:
+                nlines: np.ndarray) -> None:
         if isinstance(out, tuple):  # (offset, length) in the shared arena
             out = self.arena[out[0]:out[0] + out[1]]
         elif isinstance(out, str):  # a worker's scratch file
@@ -269,11 +267,13 @@ class Merger:
         keep = kept[in_split]
         if not keep.any():
             return
-        if not keep.all():
-            sizes = nbytes[in_split]
-            ends = np.cumsum(sizes)
+        if not keep.all():  # rare (duplicates): cut the dropped records' lines out
+            lines = nlines[in_split]
+            line_ends = np.flatnonzero(np.frombuffer(out, dtype=np.uint8) == 10) + 1
+            ends = line_ends[np.cumsum(lines) - 1]
+            starts = np.concatenate([[0], ends[:-1]])
             view = memoryview(out)
-            out = b"".join(view[a:b] for a, b in zip((ends - sizes)[keep].tolist(), ends[keep].tolist()))
+            out = b"".join(view[a:b] for a, b in zip(starts[keep].tolist(), ends[keep].tolist()))
         self.writer.append_lines(split, out, papers=int(keep.sum()), lines=int(nlines[in_split][keep].sum()))
 
 
