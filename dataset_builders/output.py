@@ -143,12 +143,10 @@ class TokenizerLoader:
         """Count the tokens of a split's finished sample on a thread, while the build goes on."""
         if split in self._early:
             return
-        texts = [render_for_tokens(x) for x in examples]
-
         def run() -> None:
-            tok = self.get()
-            if tok is not None:
-                self._lengths[split] = (len(texts), [len(e.ids) for e in tok.encode_batch_fast(texts)])
+            counted = self._count(examples)
+            if counted is not None:
+                self._lengths[split] = (len(examples), counted)
 
         t = self._early[split] = threading.Thread(target=run, name=f"count-tokens-{split}", daemon=True)
         t.start()
@@ -161,6 +159,9 @@ class TokenizerLoader:
             done = self._lengths.get(split)
             if done is not None and done[0] == len(examples):
                 return done[1]
+        return self._count(examples)
+
+    def _count(self, examples: list[dict]) -> list[int] | None:
         tok = self.get()
         if tok is None:
             return None

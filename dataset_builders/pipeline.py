@@ -141,7 +141,7 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
         else:
             start_threads()
             _run_serial(spec, inputs, limit, [c for _, c in checks], papers, render or contexts.render, writer,
-                        counts, input_issues, bar)
+                        counts, input_issues, tick)
         if bar is not None:
             bar.n = counts["read"]
             bar.close()
@@ -169,14 +169,13 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
 
 
 def _run_serial(spec: Spec, inputs: list[str], limit: int | None, checks, papers, render, writer: SplitWriter,
-                counts: Counter, input_issues: list, bar) -> None:
+                counts: Counter, input_issues: list, progress: Callable[[int], None]) -> None:
     ids, contents = KeySet(), KeySet()
     source = papers if papers is not None else iter_papers(inputs, limit, counts, input_issues,
                                                            prefilter=category_check(spec.filters))
     for i, p in enumerate(source):
-        if bar is not None and (i & 4095) == 0:
-            bar.n = counts["read"]
-            bar.refresh()
+        if (i & 4095) == 0:
+            progress(counts["read"])
         reason = first_failure(checks, p)
         if reason:
             counts["drop:" + reason] += 1

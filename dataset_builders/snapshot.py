@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -37,16 +37,14 @@ from . import contexts
 from .filters import build as build_filters, category_check, first_failure
 from .normalize import content_key, unwrap, unwrap_abstract
 from .output import SplitWriter
-from .readers.compression import STREAM_ERRORS, open_binary
-from .readers.kaggle import CATEGORIES_KEY, parse_line
+from .readers import input_kind
+from .readers.kaggle import BLOCK_BYTES, is_plain, iter_blocks, parse_line, raw_categories
 from .records import Drop, InputError
 from .spec import Spec
 from .split import SPLITS, bucket, split_of_bucket
 
-BLOCK_BYTES = 8 << 20  # about 4k snapshot lines
 SLOT_FACTOR = 4  # shared-memory room for a block's output, in blocks; larger output goes to scratch files
 _SPLIT_OF_BUCKET = [SPLITS.index(split_of_bucket(b)) for b in range(10000)]  # bucket -> index in SPLITS
-_KLEN = len(CATEGORIES_KEY)
 _CACHE_MAX = 1 << 16  # distinct category strings remembered by the prefilter
 
 
@@ -76,14 +74,7 @@ def default_workers() -> int:
 
 
 def is_snapshot_file(spec: str) -> bool:
-    name = Path(spec).name.lower()
-    return (not spec.startswith("hf:") and Path(spec).is_file() and ".xml" not in name
-            and any(s in name for s in (".json", ".jsonl")))
-
-
-def is_plain(spec: str) -> bool:
-    name = Path(spec).name.lower()
-    return name.endswith(".json") or name.endswith(".jsonl")
+    return input_kind(spec) == "kaggle"
 
 
 @dataclass
@@ -94,7 +85,6 @@ class Block:
     split: np.ndarray  # uint8 index into SPLITS
     nlines: np.ndarray  # int32: examples (lines) of the record
     out: dict[str, bytes | str | tuple[int, int]]  # split -> its lines, a scratch file, or a slice of the arena
-    records: int  # records read (for --limit)
 
 
 class BlockProcessor:
@@ -142,16 +132,14 @@ class BlockProcessor:
             start, pos = pos, nl + 1
             checks = checks_all
             if prefilter is not None:
-                i = find(CATEGORIES_KEY, start, nl)
-                if i >= 0:
-                    j = find(b'"', i + _KLEN, nl)
-                    if j >= 0:
-                        reason = prefilter(data[i + _KLEN:j])
-                        if reason:
-                            read += 1
-                            counts["drop:" + reason] += 1
-                            continue
-                        checks = checks_pre
+                cats = raw_categories(data, start, nl)
+                if cats is not None:
+                    reason = prefilter(cats)
+                    if reason:
+                        read += 1
+                        counts["drop:" + reason] += 1
+                        continue
+                    checks = checks_pre
             p = parse_line(data[start:nl], source, None, want_date)
             if p is None:  # blank line: not a record
                 continue
@@ -177,7 +165,7 @@ class BlockProcessor:
         return Block(counts, np.frombuffer(ids, dtype=np.int64), np.frombuffer(keys, dtype=np.int64),
                      np.frombuffer(splits, dtype=np.uint8),
                      np.frombuffer(nlines, dtype=np.int32),
-                     {name: b"".join(o) for name, o in zip(SPLITS, out)}, read)
+                     {name: b"".join(o) for name, o in zip(SPLITS, out)})
 
 
 class SortedKeys:
@@ -279,54 +267,6 @@ class Merger:
 
 # ---- one process -----------------------------------------------------------------------
 
-def iter_blocks(path: Path, block_bytes: int, input_issues: list) -> Iterator[bytes]:
-    """Blocks of whole lines from a snapshot file (plain, .gz or .zst). A compressed stream
-    that breaks off yields every complete line before the break, then records
-    `truncated_input`; an empty file records `empty_input`."""
-    source = str(path)
-    seen_any = False
-    with open_binary(path) as f:
-        if is_plain(path.name):
-            rest = b""
-            while True:
-                chunk = f.read(block_bytes)
-                if not chunk:
-                    break
-                seen_any = True
-                data = rest + chunk
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:
-                    rest = data
-                    continue
-                rest = data[cut:]
-                yield data[:cut]
-            if rest:
-                yield rest
-        else:
-            lines: list[bytes] = []
-            size = 0
-            try:
-                for line in f:
-                    seen_any = True
-                    lines.append(line)
-                    size += len(line)
-                    if size >= block_bytes:
-                        yield b"".join(lines)
-                        lines, size = [], 0
-            except STREAM_ERRORS as e:
-                if not seen_any and not isinstance(e, EOFError):  # not a compressed stream at all
-                    raise InputError(f"{path}: cannot decompress ({e.__class__.__name__}: {str(e)[:80]}); "
-                                     "is it really a .gz/.zst file?") from None
-                if lines:
-                    yield b"".join(lines)
-                input_issues.append({"input": source, "issue": "truncated_input"})
-                return
-            if lines:
-                yield b"".join(lines)
-    if not seen_any:
-        input_issues.append({"input": source, "issue": "empty_input"})
-
-
 def run_serial(spec: Spec, inputs: list[str], writer: SplitWriter, counts: Counter, input_issues: list, *,
                limit: int | None = None, block_bytes: int = BLOCK_BYTES,
                progress: Callable[[int], None] | None = None) -> None:
@@ -337,15 +277,17 @@ def run_serial(spec: Spec, inputs: list[str], writer: SplitWriter, counts: Count
         if remaining is not None and remaining <= 0:
             break
         path = Path(s)
-        for data in iter_blocks(path, block_bytes, input_issues):
+        issues: list[str] = []
+        for data in iter_blocks(path, block_bytes, issues):
             blk = proc.process(data, path.name, remaining)
             merger.add(blk)
             if progress is not None:
                 progress(counts["read"])
             if remaining is not None:
-                remaining -= blk.records
+                remaining -= blk.counts["read"]
                 if remaining <= 0:
                     break
+        input_issues += [{"input": s, "issue": issue} for issue in issues]
 
 
 # ---- several processes -------------------------------------------------------------------
