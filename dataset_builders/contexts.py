@@ -16,6 +16,17 @@ from .records import InputError, Paper
 from .spec import Spec
 
 
+_GETTERS = {
+    "primary_category": lambda p: p.primary,
+    "primary_category_name": lambda p: taxonomy.human_name(p.primary),
+    "categories": lambda p: ", ".join(p.categories),
+    "authors": lambda p: authors_to_unicode(p.authors),
+    "abstract_lead": lambda p: lead(p.abstract),
+    "year": lambda p: (p.created or "")[:4],
+    "license": lambda p: p.license or "arXiv non-exclusive licence",
+}
+
+
 class Fields(dict):
     """Placeholders for templates, computed on first use."""
 
@@ -25,20 +36,9 @@ class Fields(dict):
 
     def __missing__(self, key: str) -> str:
         p = self.paper
-        if key == "primary_category":
-            v = p.primary
-        elif key == "primary_category_name":
-            v = taxonomy.human_name(p.primary)
-        elif key == "categories":
-            v = ", ".join(p.categories)
-        elif key == "authors":
-            v = authors_to_unicode(p.authors)
-        elif key == "abstract_lead":
-            v = lead(p.abstract)
-        elif key == "year":
-            v = (p.created or "")[:4]
-        elif key == "license":
-            v = p.license or "arXiv non-exclusive licence"
+        get = _GETTERS.get(key)
+        if get is not None:
+            v = get(p)
         elif key in p.extra:
             v = p.extra[key]
         else:
@@ -114,19 +114,26 @@ def line_renderer(spec: Spec):
     head += b'{"role":"user","content":'
     mid = b'},{"role":"assistant","content":'
     basic = {"id", "title", "abstract"}
-    templates = [(t.user, t.assistant, b',"template":' + dumps(t.id) + b"}\n",
-                  _names(t.user) | _names(t.assistant) <= basic) for t in spec.templates]
+    templates = []
+    for t in spec.templates:
+        extra = (_names(t.user) | _names(t.assistant)) - basic
+        # the fields beyond id/title/abstract that this template needs, computed eagerly
+        # (None: a placeholder only the lazy Fields can fill, e.g. extra_placeholders)
+        getters = None if extra - _GETTERS.keys() else tuple((name, _GETTERS[name]) for name in sorted(extra))
+        templates.append((t.user, t.assistant, b',"template":' + dumps(t.id) + b"}\n", getters))
     n, k = len(templates), spec.templates_per_paper
 
     def chat(paper: Paper, bucket: int) -> tuple[list[bytes], int]:
-        f = None
         tail_id = b'}],"id":' + dumps(paper.id)
         out = []
         for j in range(k):
-            user, assistant, tail, plain = templates[(bucket + j) % n]
-            if f is None or (not plain and f.__class__ is dict):
-                # the three always-present fields need no lazily computed extras
-                f = {"id": paper.id, "title": paper.title, "abstract": paper.abstract} if plain else Fields(paper)
+            user, assistant, tail, getters = templates[(bucket + j) % n]
+            if getters is None:
+                f = Fields(paper)
+            else:
+                f = {"id": paper.id, "title": paper.title, "abstract": paper.abstract}
+                for name, get in getters:
+                    f[name] = get(paper)
             out += (head, dumps(user.format_map(f)), mid, dumps(assistant.format_map(f)), tail_id, tail)
         return out, k
 

@@ -198,7 +198,8 @@ def _run_serial(spec: Spec, inputs: list[str], limit: int | None, checks, papers
 
 class InputHasher:
     """SHA-256 of the inputs for the manifest, computed on a thread while the build runs
-    (hashlib and file reads release the GIL, so it costs no wall time on a spare core)."""
+    (hashing releases the GIL). An input file's digest is remembered in the stat-keyed cache
+    of `qwenphysics.hashing`, so later builds from the same snapshot skip the pass over it."""
 
     def __init__(self, inputs: list[str]):
         self.inputs = list(inputs)
@@ -216,7 +217,7 @@ class InputHasher:
             for s in self.inputs:
                 p = Path(s)
                 if p.is_file():
-                    self._result[s] = sha256_file(p)
+                    self._result[s] = sha256_file(p, cache=True)
                 elif p.is_dir():
                     h = hashlib.sha256()
                     for f in sorted(f for f in p.rglob("*") if f.is_file()):

@@ -38,7 +38,7 @@ from .filters import build as build_filters, category_check, first_failure
 from .normalize import content_key, unwrap, unwrap_abstract
 from .output import SplitWriter
 from .readers import input_kind
-from .readers.kaggle import BLOCK_BYTES, is_plain, iter_blocks, parse_line, raw_categories
+from .readers.kaggle import BLOCK_BYTES, CATEGORIES_KEY, is_plain, iter_blocks, parse_line
 from .records import Drop, InputError
 from .spec import Spec
 from .split import SPLITS, bucket, split_of_bucket
@@ -123,6 +123,7 @@ class BlockProcessor:
         checks_all, checks_pre = self.checks, self.checks_prefiltered
         render, want_date = self.render, self.want_date
         find, pos, read = data.find, begin, 0
+        cache_get, klen = self.cache.get, len(CATEGORIES_KEY)
         n = len(data) if end is None else end
         limit = n + 1 if max_records is None else max_records
         while pos < n and read < limit:
@@ -131,10 +132,14 @@ class BlockProcessor:
                 nl = n
             start, pos = pos, nl + 1
             checks = checks_all
-            if prefilter is not None:
-                cats = raw_categories(data, start, nl)
-                if cats is not None:
-                    reason = prefilter(cats)
+            if prefilter is not None:  # raw_categories + the cached prefilter, inlined
+                i = find(CATEGORIES_KEY, start, nl)
+                j = find(b'"', i + klen, nl) if i >= 0 else -1
+                if j >= 0:
+                    cats = data[i + klen:j]
+                    reason = cache_get(cats, cats)
+                    if reason is cats:
+                        reason = prefilter(cats)
                     if reason:
                         read += 1
                         counts["drop:" + reason] += 1

@@ -518,3 +518,96 @@ def test_token_sample_counted_early_equals_counted_at_the_end(tmp_path, chat):
     samples = {"train": train[:TOKEN_SAMPLE], "validation": [], "test": []}
     want = token_stats(samples, {"train": len(train)})["train"]
     assert res.manifest["tokens"]["train"] == want
+
+
+def test_line_renderer_fills_every_placeholder_like_render(tmp_path):
+    from dataset_builders import contexts
+    from dataset_builders.readers.kaggle import paper_from_dict
+
+    names = [n for n in contexts.PLACEHOLDERS if n not in ("id", "title", "abstract")]
+    templates = [{"id": f"t_{n}", "user": f"{{title}} / {{{n}}}", "assistant": f"{{{n}}} and {{abstract}}"}
+                 for n in names]
+    templates.append({"id": "t_extra", "user": "{title} {venue}", "assistant": "{abstract_lead}"})
+    path = tmp_path / "every.yml"
+    path.write_text(yaml_dump({"name": "every", "format": "chat", "templates": templates,
+                               "templates_per_paper": 3, "options": {"extra_placeholders": ["venue"]}}))
+    spec = spec_mod.load(str(path))
+    render = contexts.line_renderer(spec)
+    for i in range(30):
+        p = paper_from_dict(rec(i, categories="physics.optics hep-th", license="http://x/", title=f"T{i}",
+                                authors="J. G\\\"ahler and {\\O}. Bro"), "t")
+        p.extra["venue"] = f"Venue {i}"
+        pieces, n = render(p, i * 7)
+        want = [orjson.dumps(x) + b"\n" for x in contexts.render(spec, p, i * 7)]
+        assert b"".join(pieces) == b"".join(want) and n == 3
+    assert b"Optics" in b"".join(render(p, names.index("primary_category_name"))[0])
+
+
+def yaml_dump(d: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(d, sort_keys=False)
+
+
+# Lines in the snapshot's shape take msgspec's typed decode; everything else the general
+# orjson path. Whatever orjson accepts must come out the same either way.
+_SHAPES = [
+    rec(1),
+    rec(2, versions=[]),
+    rec(3, versions=None),
+    rec(4, versions=[{"version": "v1", "created": 5}]),
+    rec(5, versions=[{"version": "v1"}]),
+    rec(6, versions=["v1"]),
+    rec(7, versions={"v1": 1}),
+    rec(8, versions=[{"created": "Tue, 3 Jan 2023 10:00:00 GMT"}, 7]),
+    rec(9, versions=[{"created": "not a date"}]),
+    rec(10, license=3),
+    rec(11, license="http://creativecommons.org/licenses/by/4.0/"),
+    rec(12, comments=["x"]),
+    rec(13, comments="This paper has been withdrawn by the author"),
+    rec(14, authors=None),
+    rec(15, authors=["A"]),
+    rec(16, doi=1, **{"journal-ref": ["J"]}),
+    rec(17, doi="10.1/x", **{"journal-ref": "Phys. Rev. D 1 (2023)"}),
+    rec(18, title=None),
+    rec(19, abstract=5),
+    rec(20, categories=""),
+    rec(21, categories=["hep-th"]),
+    rec(22, id="hep-th/9901001v3"),
+    {k: v for k, v in rec(23).items() if k != "title"},
+    {k: v for k, v in rec(24).items() if k not in ("license", "comments", "doi", "journal-ref", "versions")},
+]
+_RAW_SHAPES = [
+    b'{"id":"2301.00030","title":"First title","abstract":"' + b"x" * 120 + b'","categories":"hep-th",'
+    b'"title":"Second title"}',  # a repeated key: the last one wins
+    b'["2301.00031"]', b'"text"', b"17", b"null",
+    b'{"id":"2301.00032","title":"T\\u00fcbingen","abstract":"' + b"y" * 120 + b'","categories":"hep-th"}\r',
+]
+
+
+@pytest.mark.parametrize("want_date", [True, False])
+def test_snapshot_lines_parse_the_same_through_either_decoder(want_date):
+    from dataset_builders.readers import kaggle
+
+    lines = [orjson.dumps(d) for d in _SHAPES] + _RAW_SHAPES
+    fast = 0
+    for line in lines:
+        got = kaggle.parse_line(line, "s.jsonl", None, want_date)
+        want = kaggle.paper_from_dict(orjson.loads(line), "s.jsonl", want_date)
+        assert got == want, line
+        try:
+            kaggle._decode_line(line)
+            fast += 1
+        except kaggle._NOT_IN_SHAPE:
+            pass
+    assert 8 <= fast < len(lines)  # both paths were exercised
+
+
+def test_stray_bytes_in_unused_fields_do_not_drop_a_paper():
+    from dataset_builders.readers import kaggle
+
+    line = orjson.dumps(rec(40, submitter="SUBMITTER")).replace(b"SUBMITTER", b"S\xffmitter")
+    p = kaggle.parse_line(line, "s.jsonl")
+    assert p.__class__.__name__ == "Paper" and p.id == "2301.00040"
+    bad_title = orjson.dumps(rec(41, title="TITLE of it")).replace(b"TITLE", b"T\xffTLE")
+    assert kaggle.parse_line(bad_title, "s.jsonl").reason == "invalid_utf8"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import msgspec
 import orjson
 
 from ..records import Drop, InputError, Paper
@@ -109,8 +110,49 @@ def raw_categories(data: bytes, start: int = 0, end: int | None = None) -> bytes
     return data[i + _KLEN:j] if j >= 0 else None
 
 
+class _Version(msgspec.Struct, gc=False):
+    created: str | None = None
+
+
+class _Line(msgspec.Struct, gc=False):
+    """The fields of a snapshot line that a Paper needs, typed as the snapshot writes them.
+    Decoding into it skips the rest (`authors_parsed`, `submitter`, ...) without building
+    Python objects for them."""
+
+    id: str
+    title: str
+    abstract: str
+    categories: str
+    license: str | None = None
+    authors: str = ""
+    comments: str | None = None
+    doi: str | None = None
+    journal_ref: str | None = msgspec.field(default=None, name="journal-ref")
+    versions: list[_Version] | None = None
+
+
+_decode_line = msgspec.json.Decoder(_Line).decode
+# a decode failure; msgspec reports bytes that are not UTF-8 as UnicodeDecodeError (a ValueError)
+_NOT_IN_SHAPE = (msgspec.MsgspecError, ValueError, RecursionError)
+
+
+def _paper_from_line(r: _Line, source: str, created: str | None) -> Paper | Drop:
+    rid = base_id(r.id)
+    cats = r.categories.split()
+    if not cats:
+        return Drop("missing_field:categories", rid)
+    comments, abstract = r.comments, r.abstract
+    return Paper(rid, r.title, abstract, cats, r.license, created, r.authors, comments, r.doi, r.journal_ref,
+                 _withdrawn(comments, abstract), source)
+
+
 def parse_line(line: bytes, source: str, prefilter=None, want_date: bool = True) -> Paper | Drop | None:
     """One snapshot line -> Paper, Drop, or None for a blank line (not a record).
+
+    A line in the snapshot's own shape is decoded straight into the fields a Paper needs;
+    anything else (a missing or mistyped field, a non-object, malformed JSON) goes through
+    the general path, which names the problem. Fields a Paper does not use are skipped, not
+    validated: a stray byte in `submitter` does not cost a paper its title and abstract.
 
     `prefilter(categories) -> reason | None` drops records before JSON parsing, judged on
     `raw_categories`. Lines without that exact form are parsed as usual."""
@@ -120,6 +162,17 @@ def parse_line(line: bytes, source: str, prefilter=None, want_date: bool = True)
             reason = prefilter(cats.decode("utf-8", "replace").split())
             if reason:
                 return Drop(reason)
+    try:
+        r = _decode_line(line)
+        created = None
+        if want_date:
+            v = r.versions
+            c = v[0].created if v else None
+            if c is not None:
+                created = rfc2822_date(c)
+        return _paper_from_line(r, source, created)
+    except _NOT_IN_SHAPE:
+        pass
     try:
         d = _loads(line)
     except _JSONError:
