@@ -69,10 +69,10 @@ def _inline_math(rng: random.Random) -> str:
             f"\\{g}_{{{rng.randint(1, 9)}}}",
             f"\\vect{{x}} \\cdot \\vect{{{rng.choice('pqk')}}}",
             f"\\norm{{\\psi}} < {rng.randint(1, 9)}",
-            f"\\norm[1]{{v}}^2",
+            "\\norm[1]{v}^2",
             f"\\Tr \\rho_{{{rng.randint(1, 9)}}}",
             f"E = m c^{rng.randint(2, 3)}",
-            f"\\expect{{\\hat{{H}}}}",
+            "\\expect{\\hat{H}}",
         ]
     )
 

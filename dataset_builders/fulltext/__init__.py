@@ -134,8 +134,9 @@ def build_context(spec: Spec, src: Inputs, results: list[ShardResult], work_dir:
         fields = ["messages", "id", "template"]
         extra = sorted(set(spec.options.get("extra_placeholders", [])) | set(renderer.sections))
         run_spec = dataclasses.replace(spec, options={**spec.options, "extra_placeholders": extra})
-    render = renderer
-    if tally is not None:
+    if tally is None:
+        render = renderer
+    else:
         def render(s, p, b):
             ex = renderer(s, p, b)
             if not isinstance(ex, tuple):  # not a Drop

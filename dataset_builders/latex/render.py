@@ -930,7 +930,6 @@ class Renderer:
         resolve = self._resolve
 
         def flush() -> None:
-            nonlocal current
             text = resolve("\n\n".join(buf))
             if current is not None:
                 current.text = text
