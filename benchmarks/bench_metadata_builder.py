@@ -162,9 +162,22 @@ def warm(path: Path) -> None:
 REPEAT = 3  # timed runs of each of our builds (a few seconds each); the median is reported
 
 
-def _median_run(runs: list[dict]) -> dict:
-    runs = sorted(runs, key=lambda m: m["seconds"])
-    return {**runs[len(runs) // 2], "all_seconds": [round(m["seconds"], 2) for m in runs]}
+def timed_then_memory(cmd: list[str], env: dict | None, reset, repeat: int) -> dict:
+    """`repeat` timed runs of `cmd` (the median, with every run's seconds when more than one),
+    then one run sampling memory; `reset()` runs before each."""
+    timed, rss_mb = [], 0.0
+    for memory in [False] * repeat + [True]:
+        reset()
+        m = measure(cmd, env=env, memory=memory)
+        if memory:
+            rss_mb = m["rss_mb"]
+        else:
+            timed.append(m)
+    timed.sort(key=lambda m: m["seconds"])
+    r = {**timed[len(timed) // 2], "rss_mb": rss_mb}
+    if repeat > 1:
+        r["all_seconds"] = [round(m["seconds"], 2) for m in timed]
+    return r
 
 
 def run_ours(inp: Path, out: Path, hash_inputs: bool, workers: int | None = None, hash_cache: Path | None = None,
@@ -178,20 +191,16 @@ def run_ours(inp: Path, out: Path, hash_inputs: bool, workers: int | None = None
     import shutil
 
     env = None if hash_cache is None else {**os.environ, "QWENPHYSICS_CACHE": str(hash_cache)}
-    timed = []
-    for memory in [False] * REPEAT + [True]:
+
+    def reset() -> None:
         shutil.rmtree(out, ignore_errors=True)  # each run starts without an earlier run's output
         if hash_cache is not None and cold:
             shutil.rmtree(hash_cache, ignore_errors=True)
         warm(inp)
-        m = measure(cmd, env=env, memory=memory)
-        if memory:
-            rss_mb = m["rss_mb"]
-        else:
-            timed.append(m)
-    r = _median_run(timed)
+
+    r = timed_then_memory(cmd, env, reset, REPEAT)
     manifest = json.loads((out / "manifest.json").read_text())
-    return {"seconds": r["seconds"], "all_seconds": r["all_seconds"], "cpu": r["cpu"], "rss_mb": rss_mb,
+    return {"seconds": r["seconds"], "all_seconds": r["all_seconds"], "cpu": r["cpu"], "rss_mb": r["rss_mb"],
             "read": manifest["counts"]["read"], "kept": manifest["counts"]["kept"]}
 
 
@@ -223,14 +232,13 @@ print("kept", len(ds), file=sys.stderr)
 def run_naive(inp: Path, out: Path, nproc: int) -> dict:
     import shutil
 
-    r = {}
-    for memory in (False, True):
+    def reset() -> None:
         shutil.rmtree(str(out) + ".cache", ignore_errors=True)
         out.unlink(missing_ok=True)
         warm(inp)
-        m = measure([sys.executable, "-c", NAIVE, str(inp), str(out), str(nproc)],
-                    env={**os.environ, "PYTHONPATH": str(ROOT)}, memory=memory)
-        r.update({"rss_mb": m["rss_mb"]} if memory else m)
+
+    r = timed_then_memory([sys.executable, "-c", NAIVE, str(inp), str(out), str(nproc)],
+                          {**os.environ, "PYTHONPATH": str(ROOT)}, reset, 1)
     kept = int(r["stderr"].rsplit("kept", 1)[1].split()[0])
     shutil.rmtree(str(out) + ".cache", ignore_errors=True)
     return {"seconds": r["seconds"], "cpu": r["cpu"], "rss_mb": r["rss_mb"], "kept": kept}

@@ -41,6 +41,13 @@ def unwrap_abstract(text: str) -> str:
     return "\n\n".join(" ".join(" ".join(p).split()) for p in paragraphs if p)
 
 
+def normalise(p):
+    """A paper's title and abstract unwrapped in place (returns the paper)."""
+    p.title = unwrap(p.title)
+    p.abstract = unwrap_abstract(p.abstract)
+    return p
+
+
 def lead(abstract: str, max_sentences: int = 2) -> str:
     """The first sentence(s) of an abstract: what the paper sets out to do.
 

@@ -21,7 +21,7 @@ from qwenphysics.hashing import sha256_file
 from . import contexts, snapshot
 from .dedup import KeySet
 from .filters import build as build_filters, category_check, first_failure
-from .normalize import content_key, unwrap, unwrap_abstract
+from .normalize import content_key, normalise
 from .output import SplitWriter, TokenizerLoader, data_card, manifest_json, token_stats
 from .readers import iter_input
 from .records import Drop, InputError, Paper
@@ -48,12 +48,6 @@ def _progress(total: int | None, enabled: bool):
 
     return tqdm(total=total, unit=" rec", unit_scale=True, desc="build", file=sys.stderr,
                 mininterval=0.5, smoothing=0.1)
-
-
-def normalise(p: Paper) -> Paper:
-    p.title = unwrap(p.title)
-    p.abstract = unwrap_abstract(p.abstract)
-    return p
 
 
 def iter_papers(inputs: Iterable[str], limit: int | None, counts: Counter, input_issues: list,

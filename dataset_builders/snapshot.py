@@ -35,10 +35,10 @@ import numpy as np
 
 from . import contexts
 from .filters import build as build_filters, category_check, first_failure
-from .normalize import content_key, unwrap, unwrap_abstract
+from .normalize import content_key, normalise
 from .output import SplitWriter
 from .readers import input_kind
-from .readers.kaggle import BLOCK_BYTES, CATEGORIES_KEY, is_plain, iter_blocks, parse_line
+from .readers.kaggle import BLOCK_BYTES, is_plain, iter_blocks, parse_line, raw_categories
 from .records import Drop, InputError
 from .spec import Spec
 from .split import SPLITS, bucket, split_of_bucket
@@ -102,15 +102,13 @@ class BlockProcessor:
         self.want_date = bool(f.date_from or f.date_to) or "year" in contexts.placeholders_used(spec)
         self.render = contexts.line_renderer(spec)
 
-    def _prefilter(self, cats: bytes) -> str | None:
+    def _judge(self, cats: bytes) -> str | None:
+        """The prefilter's verdict on a raw categories string, remembered for the next line."""
         cache = self.cache
-        try:
-            return cache[cats]
-        except KeyError:
-            if len(cache) >= _CACHE_MAX:
-                cache.clear()
-            r = cache[cats] = self.prefilter(cats.decode("utf-8", "replace").split())
-            return r
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        r = cache[cats] = self.prefilter(cats.decode("utf-8", "replace").split())
+        return r
 
     def process(self, data: bytes | mmap.mmap, source: str, max_records: int | None = None, begin: int = 0,
                 end: int | None = None) -> Block:
@@ -119,11 +117,11 @@ class BlockProcessor:
         ids, keys = array("q"), array("q")
         splits, nlines = array("B"), array("i")
         out: list[list[bytes]] = [[] for _ in SPLITS]
-        prefilter = self._prefilter if self.prefilter is not None else None
+        prefilter = self._judge if self.prefilter is not None else None
         checks_all, checks_pre = self.checks, self.checks_prefiltered
         render, want_date = self.render, self.want_date
         find, pos, read = data.find, begin, 0
-        cache_get, klen = self.cache.get, len(CATEGORIES_KEY)
+        cache_get = self.cache.get
         n = len(data) if end is None else end
         limit = n + 1 if max_records is None else max_records
         while pos < n and read < limit:
@@ -132,13 +130,11 @@ class BlockProcessor:
                 nl = n
             start, pos = pos, nl + 1
             checks = checks_all
-            if prefilter is not None:  # raw_categories + the cached prefilter, inlined
-                i = find(CATEGORIES_KEY, start, nl)
-                j = find(b'"', i + klen, nl) if i >= 0 else -1
-                if j >= 0:
-                    cats = data[i + klen:j]
+            if prefilter is not None:
+                cats = raw_categories(data, start, nl)
+                if cats is not None:
                     reason = cache_get(cats, cats)
-                    if reason is cats:
+                    if reason is cats:  # not judged yet
                         reason = prefilter(cats)
                     if reason:
                         read += 1
@@ -156,8 +152,7 @@ class BlockProcessor:
             if reason:
                 counts["drop:" + reason] += 1
                 continue
-            p.title = unwrap(p.title)
-            p.abstract = unwrap_abstract(p.abstract)
+            normalise(p)
             b = bucket(p.id)
             s = _SPLIT_OF_BUCKET[b]
             pieces, k = render(p, b)

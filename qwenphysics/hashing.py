@@ -47,7 +47,9 @@ def _key(st: os.stat_result) -> str:
 
 
 def cache_path() -> Path:
-    return Path(os.environ.get("QWENPHYSICS_CACHE", Path.home() / ".cache" / "qwenphysics")) / CACHE_NAME
+    from .toolchain import cache_dir
+
+    return cache_dir() / CACHE_NAME
 
 
 def _load_cache(path: Path) -> dict:

@@ -62,11 +62,7 @@ def paper_from_dict(d: object, source: str, want_date: bool = True) -> Paper | D
     if not (isinstance(raw_id, str) and isinstance(title, str) and isinstance(abstract, str)
             and isinstance(cat_str, str)):
         return _field_problem(d)
-    rid = base_id(raw_id)
-    cats = cat_str.split()
-    if not cats:
-        return Drop("missing_field:categories", rid)
-    created = None
+    created = problem = None
     versions = get("versions")
     if isinstance(versions, list):
         if versions and want_date:
@@ -76,17 +72,30 @@ def paper_from_dict(d: object, source: str, want_date: bool = True) -> Paper | D
                 if isinstance(c, str):
                     created = rfc2822_date(c)
     elif versions is not None:
-        return Drop("wrong_type:versions", rid)
+        problem = "wrong_type:versions"
     lic = get("license")
-    if lic is not None and not isinstance(lic, str):
-        return Drop("wrong_type:license", rid)
+    if problem is None and lic is not None and not isinstance(lic, str):
+        problem = "wrong_type:license"
     comments = get("comments")
     if comments is not None and not isinstance(comments, str):
         comments = None
     authors, doi, jref = get("authors"), get("doi"), get("journal-ref")
-    return Paper(rid, title, abstract, cats, lic, created,
-                 authors if isinstance(authors, str) else "", comments,
-                 doi if isinstance(doi, str) else None, jref if isinstance(jref, str) else None,
+    return _paper(raw_id, title, abstract, cat_str, lic, created, authors if isinstance(authors, str) else "",
+                  comments, doi if isinstance(doi, str) else None, jref if isinstance(jref, str) else None,
+                  source, problem)
+
+
+def _paper(raw_id: str, title: str, abstract: str, cat_str: str, lic: str | None, created: str | None,
+           authors: str, comments: str | None, doi: str | None, jref: str | None, source: str,
+           problem: str | None = None) -> Paper | Drop:
+    """The Paper from typed fields, or a Drop: empty categories first, then `problem`."""
+    rid = base_id(raw_id)
+    cats = cat_str.split()
+    if not cats:
+        return Drop("missing_field:categories", rid)
+    if problem:
+        return Drop(problem, rid)
+    return Paper(rid, title, abstract, cats, lic, created, authors, comments, doi, jref,
                  _withdrawn(comments, abstract), source)
 
 
@@ -136,16 +145,6 @@ _decode_line = msgspec.json.Decoder(_Line).decode
 _NOT_IN_SHAPE = (msgspec.MsgspecError, ValueError, RecursionError)
 
 
-def _paper_from_line(r: _Line, source: str, created: str | None) -> Paper | Drop:
-    rid = base_id(r.id)
-    cats = r.categories.split()
-    if not cats:
-        return Drop("missing_field:categories", rid)
-    comments, abstract = r.comments, r.abstract
-    return Paper(rid, r.title, abstract, cats, r.license, created, r.authors, comments, r.doi, r.journal_ref,
-                 _withdrawn(comments, abstract), source)
-
-
 def parse_line(line: bytes, source: str, prefilter=None, want_date: bool = True) -> Paper | Drop | None:
     """One snapshot line -> Paper, Drop, or None for a blank line (not a record).
 
@@ -170,7 +169,8 @@ def parse_line(line: bytes, source: str, prefilter=None, want_date: bool = True)
             c = v[0].created if v else None
             if c is not None:
                 created = rfc2822_date(c)
-        return _paper_from_line(r, source, created)
+        return _paper(r.id, r.title, r.abstract, r.categories, r.license, created, r.authors, r.comments, r.doi,
+                      r.journal_ref, source)
     except _NOT_IN_SHAPE:
         pass
     try:
