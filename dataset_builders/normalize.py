@@ -29,6 +29,9 @@ def unwrap(text: str) -> str:
 def unwrap_abstract(text: str) -> str:
     """Unwrap an abstract, keeping real paragraph breaks as blank lines."""
     text = text.strip()
+    r = text.replace("\n", " ")
+    if "  " not in r and "\t" not in r and "\r" not in r and "\x0b" not in r and "\x0c" not in r:
+        return r  # single-spaced once unwrapped, so no line was indented either (the common case)
     if _INDENTED_LINE.search(text) is None:  # no indented line: plain hard wraps
         return unwrap(text)
     paragraphs: list[list[str]] = [[]]

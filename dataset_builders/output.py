@@ -111,11 +111,12 @@ def render_for_tokens(ex: dict) -> str:
 
 
 class TokenizerLoader:
-    """Loads the Qwen2.5 tokenizer on a thread while a build runs (it takes ~0.4 s)."""
+    """Loads the Qwen2.5 token counter (`qwenphysics.qwen_tokenizer.token_counter`) on a
+    thread while a build runs, and counts each split's token sample as soon as it is full."""
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
-        self._tok = None
+        self._count = None
         self._early: dict[str, threading.Thread] = {}
         self._lengths: dict[str, tuple[int, list[int]]] = {}
 
@@ -125,26 +126,27 @@ class TokenizerLoader:
             self._thread.start()
 
     def _load(self) -> None:
-        from qwenphysics.qwen_tokenizer import load_fast_tokenizer
+        from qwenphysics.qwen_tokenizer import token_counter
 
         try:
-            self._tok = load_fast_tokenizer()
+            self._count = token_counter()
         except Exception:  # token statistics are optional; a broken install only loses them
-            self._tok = None
+            self._count = None
 
     def get(self):
+        """The counter (`texts -> token counts`), or None when it cannot be loaded."""
         if self._thread is None:
             self._load()
         else:
             self._thread.join()
-        return self._tok
+        return self._count
 
     def count_soon(self, split: str, examples: list[dict]) -> None:
         """Count the tokens of a split's finished sample on a thread, while the build goes on."""
         if split in self._early:
             return
         def run() -> None:
-            counted = self._count(examples)
+            counted = self._counted(examples)
             if counted is not None:
                 self._lengths[split] = (len(examples), counted)
 
@@ -159,13 +161,13 @@ class TokenizerLoader:
             done = self._lengths.get(split)
             if done is not None and done[0] == len(examples):
                 return done[1]
-        return self._count(examples)
+        return self._counted(examples)
 
-    def _count(self, examples: list[dict]) -> list[int] | None:
-        tok = self.get()
-        if tok is None:
+    def _counted(self, examples: list[dict]) -> list[int] | None:
+        count = self.get()
+        if count is None:
             return None
-        return [len(e.ids) for e in tok.encode_batch_fast([render_for_tokens(x) for x in examples])]
+        return count([render_for_tokens(x) for x in examples])
 
 
 def token_stats(samples: dict[str, list[dict]], lines: Counter, tokenizer: TokenizerLoader | None = None) -> dict | None:

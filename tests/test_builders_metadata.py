@@ -101,6 +101,39 @@ def test_chat_lines_are_axolotl_ready_and_templates_rotate(tmp_path, chat):
     assert cat["messages"][2]["content"] == "hep-th (High Energy Physics - Theory)"
 
 
+def test_unwrap_abstract_single_spaced_shortcut_agrees_with_the_paragraph_rule():
+    """Abstracts that are single-spaced once unwrapped skip the paragraph scan; on any mix of
+    spaces, tabs, line breaks and indentation the result must be what the scan gives."""
+    import random
+    import re
+
+    def by_the_rule(text):  # the documented rule, written plainly
+        text = text.strip()
+        if re.search(r"\n[ \t]", text) is None:
+            return " ".join(text.split())
+        paragraphs, prev = [[]], ""
+        for line in text.split("\n"):
+            if line[:1] in (" ", "\t") and prev.rstrip()[-1:] in ".!?:;" and paragraphs[-1]:
+                paragraphs.append([])
+            paragraphs[-1].append(line)
+            prev = line
+        return "\n\n".join(" ".join(" ".join(p).split()) for p in paragraphs if p)
+
+    rng = random.Random(7)
+    pieces = ["We", "study", "$T_c$.", "The", "gap", "closes!", "\\alpha", "(see", "below)", "x?", "A:"]
+    gaps = [" ", " ", " ", "\n", "\n", "\n  ", "\n\t", "  ", "\t", "\r\n", " \n "]
+    seen_shortcut = seen_scan = 0
+    for _ in range(3000):
+        words = rng.choices(pieces, k=rng.randint(1, 14))
+        text = rng.choice(["", "  ", "\n"]) + "".join(w + rng.choice(gaps) for w in words)
+        got = unwrap_abstract(text)
+        assert got == by_the_rule(text), repr(text)
+        single = "  " not in text.strip().replace("\n", " ") and "\t" not in text and "\r" not in text
+        seen_shortcut += single
+        seen_scan += not single
+    assert seen_shortcut > 100 and seen_scan > 100  # both routes were exercised
+
+
 def test_normalisation_unwraps_keeps_math_and_converts_accents(tmp_path):
     assert unwrap_abstract(ABSTRACT).startswith("We compute the one-loop correction to the $\\beta$-function of a gauge")
     assert "\n" not in unwrap_abstract(ABSTRACT)
@@ -504,6 +537,35 @@ def test_sorted_keys_replay_first_occurrence_like_a_set():
         keys.add(block[mask])
         seen.update(block[mask].tolist())
     assert len(keys) == len(seen) and len(keys.runs) <= 2 * np.log2(len(seen))
+
+
+def test_token_counter_counts_like_the_built_qwen_tokenizer():
+    """The builders' tiktoken counter against the `tokenizers` build of the same vocabulary, on
+    text that stresses every step: added tokens inside text, NFC (combining marks, a combining
+    mark right after `>`), the pre-tokenizer's contractions, digits, whitespace runs and
+    exotic spaces, CJK, emoji, TeX."""
+    import random
+
+    from qwenphysics.qwen_tokenizer import ADDED_TOKENS, load_fast_tokenizer, token_counter
+
+    hf = load_fast_tokenizer()
+    if hf is None:
+        pytest.fail("the Qwen2.5 tokenizer (artifacts/qwen2.5-tokenizer) is not built: run `make setup`",
+                    pytrace=False)
+    count = token_counter()
+    assert count is not None
+    rng = random.Random(3)
+    alphabet = list("aZ09 .,;'\"\n\t\r  $\\{}_^é漢字🙂\u0301\u0338\u00a0\u2003\u3000\u0085><|") + \
+        [t for t, _ in ADDED_TOKENS] + ["'s", "'LL", " \n\n ", "ǅ", "ﬁ", "Å", "A\u030a", "12345", "<|im_end", "|>"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(4000)]
+    texts += ["<|im_start|>user\nWhat is $\\mathcal{O}(N^2)$?<|im_end|>\n<|im_start|>assistant\n"
+              "Schr\u00f6dinger's equation, i\\hbar\\partial_t\\psi = H\\psi.<|im_end|>\n",
+              "<|im_end|>\u0338 and >\u0338", "   leading and trailing   ", ""]
+    want = [len(e.ids) for e in hf.encode_batch(texts, add_special_tokens=False)]
+    got = count(texts)
+    assert sum(want) > 50_000
+    diff = [(t, g, w) for t, g, w in zip(texts, got, want) if g != w]
+    assert not diff, diff[:5]
 
 
 def test_token_sample_counted_early_equals_counted_at_the_end(tmp_path, chat):
