@@ -514,12 +514,19 @@ def stop_process(proc: subprocess.Popen | None, grace: float = 15.0) -> None:
         proc.wait(timeout=5)
 
 
+def new_secret(nbytes: int = 24) -> str:
+    """A random secret (API key, password) in hex: safe as a command-line value. A URL-safe
+    token starts with `-` one time in 64, and argument parsers (ours, llama-server's) then
+    read it as an option instead of a value."""
+    return secrets.token_hex(nbytes)
+
+
 def _secret_in(path: Path, nbytes: int = 32) -> str:
     """A secret kept in `path` (mode 600), created on first use."""
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(nbytes)
+    value = new_secret(nbytes)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
@@ -535,7 +542,7 @@ class LocalStack:
 
     def __init__(self, config: StackConfig):
         self.config = config
-        self.api_key = config.api_key or secrets.token_urlsafe(24)
+        self.api_key = config.api_key or new_secret()
         self.model = MODEL_ALIAS
         self.preset_model: str | None = None
         self.webui_token: str | None = None

@@ -158,7 +158,10 @@ def run(argv: list[str]) -> int:
         data_dir=data_dir,
         backend=args.backend,
     )
-    # Ctrl-C and SIGTERM both end in LocalStack.__exit__, which stops both servers.
+    # Ctrl-C (SIGINT) and SIGTERM both end in LocalStack.__exit__, which stops both servers.
+    # SIGINT is set explicitly: a process started from a background job of a script inherits
+    # it ignored, and Python then never raises KeyboardInterrupt (`kill -INT` would do nothing).
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     print(
         f"starting llama.cpp's server on {config.model.name}"

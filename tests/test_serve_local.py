@@ -168,6 +168,21 @@ def test_llama_command_keeps_the_key_off_argv(tmp_path, monkeypatch):
     assert env["OMP_WAIT_POLICY"] == serving.OMP_WAIT_POLICY
 
 
+def test_generated_keys_pass_as_command_line_values(tmp_path):
+    """The stack's random API key is what users (and the evaluation tests) pass as
+    `--api-key KEY`; a key that starts with `-` is read as an option instead."""
+    from qwenphysics.evaluation.runner import build_parser
+
+    model = write_gguf(tmp_path / "m.gguf")
+    keys = [serving.LocalStack(serving.StackConfig(model=model, data_dir=tmp_path / "d")).api_key
+            for _ in range(300)]
+    keys += [serving._secret_in(tmp_path / f"s{i}.txt") for i in range(300)]
+    assert len(set(keys)) == len(keys)
+    parser = build_parser()
+    for key in keys:
+        assert parser.parse_args(["--api-key", key]).api_key == key
+
+
 def test_python_fallback_when_no_binary(tmp_path, monkeypatch):
     model = write_gguf(tmp_path / "m.gguf")
     monkeypatch.setattr(serving, "_llama_server_binary", lambda required: None)

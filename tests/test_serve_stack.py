@@ -227,6 +227,9 @@ def test_cli_starts_prints_the_url_and_stops_cleanly_on_ctrl_c(tiny_gguf, tmp_pa
         stderr=subprocess.STDOUT,
         text=True,
         cwd=tmp_path,
+        # started the way a background job of a script starts it: with SIGINT ignored, which
+        # Python would otherwise keep (no KeyboardInterrupt); the script must still stop on it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     lines: list[str] = []
     try:
