@@ -110,7 +110,7 @@ def render_for_tokens(ex: dict) -> str:
     return ex["text"]
 
 
-class TokenizerLoader:
+class TokenCounter:
     """Loads the Qwen2.5 token counter (`qwenphysics.qwen_tokenizer.token_counter`) on a
     thread while a build runs, and counts each split's token sample as soon as it is full."""
 
@@ -122,7 +122,7 @@ class TokenizerLoader:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._load, name="load-tokenizer", daemon=True)
+            self._thread = threading.Thread(target=self._load, name="load-token-counter", daemon=True)
             self._thread.start()
 
     def _load(self) -> None:
@@ -170,16 +170,16 @@ class TokenizerLoader:
         return count([render_for_tokens(x) for x in examples])
 
 
-def token_stats(samples: dict[str, list[dict]], lines: Counter, tokenizer: TokenizerLoader | None = None) -> dict | None:
-    tokenizer = tokenizer or TokenizerLoader()
-    if tokenizer.get() is None:
+def token_stats(samples: dict[str, list[dict]], lines: Counter, counter: TokenCounter | None = None) -> dict | None:
+    counter = counter or TokenCounter()
+    if counter.get() is None:
         return None
     stats = {"tokenizer": "Qwen2.5 (qwen-tokenizer BPE ranks)", "sampled_per_split": TOKEN_SAMPLE}
     for split, exs in samples.items():
         if not exs:
             stats[split] = {"examples_sampled": 0}
             continue
-        lens = sorted(tokenizer.lengths(split, exs))
+        lens = sorted(counter.lengths(split, exs))
         mean = sum(lens) / len(lens)
         stats[split] = {
             "examples_sampled": len(lens),

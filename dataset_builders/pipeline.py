@@ -22,7 +22,7 @@ from . import contexts, snapshot
 from .dedup import KeySet
 from .filters import build as build_filters, category_check, first_failure
 from .normalize import content_key, normalise
-from .output import SplitWriter, TokenizerLoader, data_card, manifest_json, token_stats
+from .output import SplitWriter, TokenCounter, data_card, manifest_json, token_stats
 from .readers import iter_input
 from .records import Drop, InputError, Paper
 from .spec import Spec
@@ -100,7 +100,7 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
     workers = snapshot.default_workers() if workers is None else workers
     block_bytes = block_bytes or snapshot.BLOCK_BYTES
     hasher = InputHasher(inputs if hash_inputs else [])
-    tokenizer = TokenizerLoader() if tokens is None else None
+    counter = TokenCounter() if tokens is None else None
     writer = SplitWriter(out)
     bar = None
     t0 = time.perf_counter()
@@ -108,9 +108,9 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
     def start_threads():
         nonlocal bar
         hasher.start()
-        if tokenizer is not None:
-            tokenizer.start()
-            writer.on_sample_full = tokenizer.count_soon
+        if counter is not None:
+            counter.start()
+            writer.on_sample_full = counter.count_soon
         bar = _progress(limit, progress)
 
     def tick(n: int) -> None:
@@ -143,7 +143,7 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
         input_hashes = hasher.result()
         seconds = time.perf_counter() - t0
         manifest = make_manifest(spec, inputs, counts, writer, checksums, input_issues, input_hashes,
-                                 tokens=tokens or (lambda: token_stats(writer.samples, writer.lines, tokenizer)))
+                                 tokens=tokens or (lambda: token_stats(writer.samples, writer.lines, counter)))
         if extra_manifest:
             manifest.update(extra_manifest)
         writer.write_text("manifest.json", manifest_json(manifest))
