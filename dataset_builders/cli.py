@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from qwenphysics.core.errors import UserError
+from qwenphysics.core.processes import sigterm_as_interrupt
+
 from .records import InputError
 
 EPILOG = """examples:
@@ -34,7 +37,9 @@ def _add_build(sub) -> None:
 
 def cmd_build(args) -> int:
     from . import spec as spec_mod
-    from .pipeline import build, check_inputs
+    from .output import check_out
+    from .pipeline import build
+    from .readers import check_inputs
 
     spec = spec_mod.load(args.spec)
     if spec.source != "metadata":
@@ -44,6 +49,7 @@ def cmd_build(args) -> int:
     check_inputs(args.input)
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
+    check_out(args.out, args.input)
     from .snapshot import tune_malloc
 
     tune_malloc()  # this process exists to build
@@ -93,11 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         pass
     args = ap.parse_args(argv)
     handlers = {"build": cmd_build, "list-specs": cmd_list_specs}
+    sigterm_as_interrupt()  # `kill` cleans up like Ctrl-C: no partial output is left
     try:
         if args.command in handlers:
             return handlers[args.command](args)
         return args.func(args)
-    except InputError as e:
+    except UserError as e:  # InputError and the output contract's refusals
         print(f"dataset_builders: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

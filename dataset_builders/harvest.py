@@ -11,17 +11,30 @@ backoff for transient failures. Progress: `harvest-state.json` in the output fol
 request, pages saved and the next resumption token after each page (written atomically), so
 rerunning the same command continues where it stopped.
 
+Bounds: a response body larger than `--max-response-mb` (read in a stream, never whole) is
+refused; a server that hands out a resumption token it already gave (a loop) or keeps paging
+past `--page-limit` pages is stopped with one line; every page saved so far stays resumable.
+
 Library use:
 
     from dataset_builders.harvest import HarvestParams, harvest
     res = harvest("https://arxiv.org/oai", "raw/oai/hep-th",
                   HarvestParams("arXiv", set="physics:hep-th", from_="2024-01-01"))
+
+Why not `sickle` (0.7), the OAI-PMH client on PyPI: its iterator hands records or whole
+responses to the caller but keeps the resumption state to itself, so a page cannot be saved
+verbatim together with the token that follows it and resumed after a crash; it reads every
+response whole into memory (no size bound); it retries only HTTP status codes, not timeouts or
+dropped connections, takes `Retry-After` only as a number of seconds (an HTTP date raises),
+sleeps with `time.sleep` (no injectable clock for tests) and needs lxml. What this module adds
+on top of `requests` is exactly that: per-page persistence, bounds and polite retries.
 """
 
 from __future__ import annotations
 
 import argparse
 import email.utils
+import hashlib
 import json
 import os
 import re
@@ -43,6 +56,8 @@ STATE_VERSION = 1
 USER_AGENT = "QwenPhysics-harvest/0.1 (dataset_builders; arXiv metadata for training data)"
 PAGE_RE = re.compile(r"^page-\d{5,}\.xml$")
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+MAX_RESPONSE_BYTES = 64 << 20  # an arXiv page (1,000 records) is 1-3 MB
+PAGE_LIMIT = 100_000  # all of arXiv is ~3,000 pages of 1,000 records
 
 # What to fix for each OAI-PMH error code (the server's own text is shown as well).
 _OAI_HINTS = {
@@ -155,6 +170,29 @@ def _one_line(s: str) -> str:
     return " ".join(s.split())
 
 
+class _TooLarge(Exception):
+    pass
+
+
+def _read_capped(resp, cap: int) -> bytes:
+    """The body of a streamed response, refused past `cap` bytes (never held whole)."""
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise _TooLarge
+    chunks, n = [], 0
+    for chunk in resp.iter_content(1 << 16):
+        n += len(chunk)
+        if n > cap:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _token_key(token: str) -> str:
+    """What the state file remembers of a resumption token (tokens can be long)."""
+    return hashlib.blake2b(token.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
+
+
 class _Pacer:
     """Keeps at least `interval` seconds between request starts (on the injected clock)."""
 
@@ -229,14 +267,17 @@ def harvest(base_url: str, out: str | os.PathLike, params: HarvestParams | Mappi
             min_interval: float = 3.0, max_tries: int = 5, backoff: float = 5.0,
             max_wait: float = 600.0, timeout: float = 120.0, contact: str | None = None,
             restart: bool = False, max_pages: int | None = None,
+            max_response_bytes: int = MAX_RESPONSE_BYTES, page_limit: int = PAGE_LIMIT,
             log: Callable[[str], None] | None = None) -> HarvestResult:
     """Harvest ListRecords pages from `base_url` into `out`, resuming from its state file.
 
     `sleep`/`clock`/`wall` are injectable (tests); `wall` turns an HTTP-date `Retry-After`
     into seconds. Each request is tried `max_tries` times; waits (Retry-After or backoff that
     doubles from `backoff`) are capped at `max_wait`. `max_pages` stops (resumably) after that
-    many pages in this run. Raises `InputError` for unusable requests (OAI errors, a folder
-    holding something else) and `HarvestFailed` when the server keeps failing.
+    many pages in this run. A response over `max_response_bytes`, a resumption token seen
+    before, or more than `page_limit` pages in the folder stop the harvest (`HarvestFailed`).
+    Raises `InputError` for unusable requests (OAI errors, a folder holding something else)
+    and `HarvestFailed` when the server keeps failing.
     """
     import requests
 
@@ -247,6 +288,8 @@ def harvest(base_url: str, out: str | os.PathLike, params: HarvestParams | Mappi
         raise InputError("--max-tries must be at least 1")
     if min_interval < 0:
         raise InputError("--min-interval must not be negative")
+    if max_response_bytes < 1 or page_limit < 1:
+        raise InputError("--max-response-mb and --page-limit must be positive")
     if log is None:
         def log(msg: str) -> None:
             print(msg, file=sys.stderr, flush=True)
@@ -311,11 +354,20 @@ def harvest(base_url: str, out: str | os.PathLike, params: HarvestParams | Mappi
             wait: float | None = None
             pacer.wait()
             try:
-                resp = session.get(base_url, params=query, headers=headers, timeout=timeout)
+                resp = session.get(base_url, params=query, headers=headers, timeout=timeout, stream=True)
+                try:
+                    body = _read_capped(resp, max_response_bytes)
+                finally:
+                    resp.close()
+            except _TooLarge:
+                raise HarvestFailed(
+                    f"page {page_no}: the response from {base_url} is larger than "
+                    f"{max_response_bytes / (1 << 20):g} MB; is --base-url an OAI-PMH endpoint? "
+                    f"(raise --max-response-mb if it is); {state['pages']} pages are saved in {out}",
+                    result(fetched)) from None
             except requests.RequestException as e:
                 last = f"{type(e).__name__}: {_one_line(str(e))[:200]}"
             else:
-                body = resp.content
                 if resp.status_code == 200:
                     try:
                         return body, parse_page(body)
@@ -377,9 +429,21 @@ def harvest(base_url: str, out: str | os.PathLike, params: HarvestParams | Mappi
                                  f"(root <{root.tag}>); check --base-url")
             n = _count_records(root)
             size = _list_size(root)
+            nxt = resumption_token(root)
+            seen = state.setdefault("seen_tokens", [])
+            if nxt is not None and (_token_key(nxt) in seen or nxt == token):
+                raise HarvestFailed(
+                    f"page {page_no}: the server sent a resumption token it had already sent (a loop); "
+                    f"stopped with {state['pages']} pages saved in {out}; check --base-url or report it "
+                    "to the server's operators", result(fetched))
+            if page_no > page_limit:
+                raise HarvestFailed(
+                    f"the harvest reached {page_limit:,} pages (--page-limit) without the list ending; "
+                    f"{state['pages']} pages are saved in {out}; raise --page-limit to go on", result(fetched))
             _atomic_write(folder.page_path(page_no), body)
             fetched += 1
-            nxt = resumption_token(root)
+            if token:
+                seen.append(_token_key(token))
             state.update(pages=page_no, records=state["records"] + n, next_token=nxt, done=nxt is None)
             if size is not None:
                 state["complete_list_size"] = size
@@ -432,6 +496,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="stop after N pages this run (resume later)")
     p.add_argument("--restart", action="store_true",
                    help="discard the folder's pages and state and start over")
+    p.add_argument("--max-response-mb", type=float, default=MAX_RESPONSE_BYTES / (1 << 20), metavar="MB",
+                   help=f"refuse a response larger than this (default {MAX_RESPONSE_BYTES >> 20})")
+    p.add_argument("--page-limit", type=int, default=PAGE_LIMIT, metavar="N",
+                   help=f"stop when the folder would hold more than N pages (default {PAGE_LIMIT:,})")
     p.set_defaults(func=cmd_harvest)
     return p
 
@@ -441,7 +509,8 @@ def cmd_harvest(args) -> int:
     try:
         harvest(args.base_url, args.out, params, min_interval=args.min_interval,
                 max_tries=args.max_tries, max_wait=args.max_wait, timeout=args.timeout,
-                contact=args.contact, restart=args.restart, max_pages=args.max_pages)
+                contact=args.contact, restart=args.restart, max_pages=args.max_pages,
+                max_response_bytes=int(args.max_response_mb * (1 << 20)), page_limit=args.page_limit)
     except HarvestFailed as e:
         print(f"dataset_builders: error: {e}", file=sys.stderr)
         return 1

@@ -19,7 +19,9 @@ _INDENTED_LINE = re.compile(r"\n[ \t]")
 
 
 def unwrap(text: str) -> str:
-    """Collapse hard wraps and indentation to single spaces (one line)."""
+    """Collapse hard wraps and indentation to single spaces (one line); NUL bytes go."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
     r = text.strip().replace("\n", " ")
     if "  " in r or "\t" in r or "\r" in r or "\x0b" in r or "\x0c" in r:
         return " ".join(text.split())
@@ -27,7 +29,9 @@ def unwrap(text: str) -> str:
 
 
 def unwrap_abstract(text: str) -> str:
-    """Unwrap an abstract, keeping real paragraph breaks as blank lines."""
+    """Unwrap an abstract, keeping real paragraph breaks as blank lines; NUL bytes go."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
     text = text.strip()
     r = text.replace("\n", " ")
     if "  " not in r and "\t" not in r and "\r" not in r and "\x0b" not in r and "\x0c" not in r:

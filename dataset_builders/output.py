@@ -2,36 +2,70 @@
 
 Everything is written into a hidden `.<name>.partial-<pid>` folder next to the output and
 renamed into place only when complete, so an interrupted run never leaves files that look
-finished. Nothing time- or machine-dependent goes into the files: the same inputs give
-byte-identical outputs.
+finished (`qwenphysics.core.staging`). `--out` is replaced only when it is empty or holds an
+earlier build of this project (its `manifest.json` names the files it wrote); anything else
+there is refused before any work. Nothing time- or machine-dependent goes into the files: the
+same inputs give byte-identical outputs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import orjson
+
+from qwenphysics.core.staging import Staging, check_target
 
 from .split import SPLITS, TEST_BP, VALIDATION_BP
 
 TOKEN_SAMPLE = 500  # examples per split whose tokens are counted exactly (the first N)
+BUILDER_NAME = "qwenphysics.dataset_builders"
+
+
+def build_files(folder: Path) -> set[str] | None:
+    """The files an earlier build wrote in `folder` (from its manifest), or None when the
+    folder holds no build of this project."""
+    try:
+        m = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(m, dict) or not isinstance(m.get("builder"), dict) or m["builder"].get("name") != BUILDER_NAME:
+        return None
+    files = {"manifest.json", "README.md"} | {k for k in m.get("checksums") or {} if isinstance(k, str)}
+    for c in m.get("components") or []:
+        path = str(c.get("path", "")).strip("/") if isinstance(c, dict) else ""
+        if path:
+            files |= {f"{path}/manifest.json", f"{path}/README.md"}
+    return files
+
+
+def check_out(out: Path, inputs: Iterable[str] = (), flag: str = "--out") -> None:
+    """Refuse an `--out` a build must not replace or cannot create (one line, before any work)."""
+    check_target(out, build_files, flag=flag, inputs=inputs)
+
+
+def staging(out: Path, inputs: Iterable[str] = ()) -> Staging:
+    """The hidden folder a build of `out` writes into (see the module docstring)."""
+    return Staging(out, build_files, inputs=inputs)
 
 
 class SplitWriter:
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, inputs: Iterable[str] = ()):
         self.out = Path(out)
-        self.tmp = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir(parents=True)
-        self._files = {s: open(self.tmp / f"{s}.jsonl", "wb", buffering=1 << 20) for s in SPLITS}
+        self.staging = staging(self.out, inputs)
+        self.tmp = self.staging.path
+        self._files = {}
+        try:
+            for s in SPLITS:
+                self._files[s] = open(self.tmp / f"{s}.jsonl", "wb", buffering=1 << 20)
+        except BaseException:
+            self.abort()
+            raise
         self._sha = {s: hashlib.sha256() for s in SPLITS}
         self._buf: dict[str, list[bytes]] = {s: [] for s in SPLITS}
         self.lines = Counter()
@@ -87,20 +121,14 @@ class SplitWriter:
         (self.tmp / name).write_text(text, encoding="utf-8")
 
     def commit(self) -> None:
-        """Replace `out` with the finished folder (old contents move aside, then go)."""
-        old = None
-        if self.out.exists():
-            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
-            self.out.rename(old)
-        self.tmp.rename(self.out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        """Put the finished folder in place of `out` (only an earlier build's files go)."""
+        self.staging.commit()
 
     def abort(self) -> None:
         for f in self._files.values():
             if not f.closed:
                 f.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.staging.abort()
 
 
 def render_for_tokens(ex: dict) -> str:

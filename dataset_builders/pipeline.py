@@ -22,15 +22,15 @@ from . import contexts, snapshot
 from .dedup import KeySet
 from .filters import build as build_filters, category_check, first_failure
 from .normalize import content_key, normalise
-from .output import SplitWriter, TokenCounter, data_card, manifest_json, token_stats
-from .readers import iter_input
+from .output import BUILDER_NAME, SplitWriter, TokenCounter, data_card, manifest_json, token_stats
+from .readers import inside, iter_input
 from .records import Drop, InputError, Paper
 from .spec import Spec
 from .split import SPLITS, TEST_BP, VALIDATION_BP, bucket, split_of_bucket
 
 BUILDER_VERSION = "1"
 # Drops that describe a whole input, not a record: reported, but not counted as records read.
-INPUT_LEVEL = frozenset({"empty_input", "truncated_input", "malformed_xml_page"})
+INPUT_LEVEL = frozenset({"empty_input", "truncated_input", "malformed_xml_page", "page_too_large"})
 
 
 @dataclass
@@ -101,7 +101,6 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
     block_bytes = block_bytes or snapshot.BLOCK_BYTES
     hasher = InputHasher(inputs if hash_inputs else [])
     counter = TokenCounter() if tokens is None else None
-    writer = SplitWriter(out)
     bar = None
     t0 = time.perf_counter()
 
@@ -121,8 +120,9 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
     # The loop allocates millions of short-lived dicts and strings but no reference cycles:
     # the cyclic garbage collector would only rescan them (a third of the run time).
     gc_was_enabled = gc.isenabled()
-    gc.disable()
+    writer = SplitWriter(out, inputs)
     try:
+        gc.disable()
         snapshot_route = papers is None and render is None and inputs and all(map(snapshot.is_snapshot_file, inputs))
         if snapshot_route and snapshot.can_parallel(inputs, limit, workers, block_bytes):
             # threads (hashing, the progress bar's monitor) start only after the workers are forked
@@ -214,7 +214,7 @@ class InputHasher:
                     self._result[s] = sha256_file(p, cache=True)
                 elif p.is_dir():
                     h = hashlib.sha256()
-                    for f in sorted(f for f in p.rglob("*") if f.is_file()):
+                    for f in folder_files(p):
                         h.update(f.relative_to(p).as_posix().encode() + b"\0" + sha256_file(f).encode())
                     self._result[s] = h.hexdigest()
         except BaseException as e:  # re-raised in the caller's thread
@@ -233,6 +233,11 @@ class InputHasher:
         return self._result
 
 
+def folder_files(folder: Path) -> list[Path]:
+    """The files of an input folder, sorted; links leading out of it are not followed."""
+    return sorted(f for f in folder.rglob("*") if inside(folder, f) and f.is_file())
+
+
 def make_manifest(spec: Spec, inputs: list[str], counts: Counter, writer: SplitWriter, checksums: dict,
                   input_issues: list, input_hashes: dict[str, str] | None,
                   tokens: Callable[[], dict | None] | None = None) -> dict:
@@ -244,7 +249,7 @@ def make_manifest(spec: Spec, inputs: list[str], counts: Counter, writer: SplitW
         if p.is_file():
             info["bytes"] = p.stat().st_size
         elif p.is_dir():
-            files = [f for f in p.rglob("*") if f.is_file()]
+            files = folder_files(p)
             info["files"] = len(files)
             info["bytes"] = sum(f.stat().st_size for f in files)
         if input_hashes is not None and s in input_hashes:
@@ -252,7 +257,7 @@ def make_manifest(spec: Spec, inputs: list[str], counts: Counter, writer: SplitW
         inputs_info.append(info)
     spec_bytes = spec.path.read_bytes() if spec.path else b""
     return {
-        "builder": {"name": "qwenphysics.dataset_builders", "version": BUILDER_VERSION},
+        "builder": {"name": BUILDER_NAME, "version": BUILDER_VERSION},
         "spec": {"name": spec.name, "format": spec.format, "source": spec.source,
                  "description": spec.description, "path": str(spec.path) if spec.path else None,
                  "sha256": hashlib.sha256(spec_bytes).hexdigest(), "resolved": spec.raw},
@@ -272,6 +277,3 @@ def make_manifest(spec: Spec, inputs: list[str], counts: Counter, writer: SplitW
     }
 
 
-def check_inputs(inputs: list[str]) -> None:
-    if not inputs:
-        raise InputError("no input given: pass --input PATH (repeatable) or hf:<dataset id>")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from qwenphysics.core.errors import UserError
+
 
 @dataclass(slots=True)
 class Paper:
@@ -34,5 +36,5 @@ class Drop(NamedTuple):
     id: str | None = None
 
 
-class InputError(Exception):
+class InputError(UserError):
     """An unusable invocation or input (exit 2 with a one-line message)."""

@@ -22,6 +22,7 @@ import ctypes
 import mmap
 import multiprocessing as mp
 import os
+import signal
 import sys
 from array import array
 from collections import Counter, deque
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from qwenphysics.core.processes import die_with_parent
 
 from . import contexts
 from .filters import build as build_filters, category_check, first_failure
@@ -321,9 +324,12 @@ def plan(inputs: list[str], block_bytes: int = BLOCK_BYTES) -> list[tuple[str, i
 
 
 _worker: dict = {}
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-def _init(spec: Spec, scratch: str, arena: mmap.mmap, slot_bytes: int) -> None:
+def _init(spec: Spec, scratch: str, arena: mmap.mmap, slot_bytes: int, parent: int) -> None:
+    die_with_parent(parent)  # a killed build takes its workers with it
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     tune_malloc()
     _worker.update(proc=BlockProcessor(spec), scratch=scratch, arena=arena, slot_bytes=slot_bytes)
 
@@ -389,8 +395,16 @@ def run_parallel(spec: Spec, inputs: list[str], writer: SplitWriter, counts: Cou
     # A worker that dies (killed, out of memory) fails the build with BrokenProcessPool.
     try:
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init,
-                                 initargs=(spec, str(scratch), arena, slot_bytes)) as pool:
-            pool.submit(int).result()  # forks every worker now, before the caller starts threads
+                                 initargs=(spec, str(scratch), arena, slot_bytes, os.getpid())) as pool:
+            # Fork every worker now, before the caller starts threads, with Ctrl-C and SIGTERM
+            # held back: Python runs a signal's handler at the next bytecode, and one that falls
+            # in fork's own bookkeeping is swallowed ("Exception ignored"), so the build would
+            # carry on. The held signal arrives once the workers exist.
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+            try:
+                pool.submit(int).result()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
             if on_started is not None:
                 on_started()
             try:

@@ -8,6 +8,7 @@ context: abstracts, full text and mixtures never leak test papers into training.
 from __future__ import annotations
 
 import hashlib
+import re
 
 SPLITS = ("train", "validation", "test")
 # Fractions of papers, in 1/10000ths. Fixed project-wide on purpose: changing them per
@@ -15,8 +16,38 @@ SPLITS = ("train", "validation", "test")
 VALIDATION_BP = 200  # 2 %
 TEST_BP = 200  # 2 %
 
+_OLD_STYLE = re.compile(r"([A-Za-z]+(?:-[A-Za-z]+)?)(?:\.([A-Za-z]{2}))?/(\d{7})")
+_NEW_STYLE = re.compile(r"\d{4}\.\d{4,5}")
+
+
+def canonical_id(raw: str) -> str | None:
+    """arXiv's canonical form of an identifier, without version, or None when `raw` is not one.
+
+    `2101.00009V2` -> `2101.00009`; `arXiv:HEP-TH/9901001v1` -> `hep-th/9901001`;
+    `math.ag/0101001` -> `math.AG/0101001`; an empty id, `../../etc/passwd` -> None."""
+    s = raw.strip()
+    if len(s) in (9, 10) and s[4] == "." and s.isascii() and s[:4].isdigit() and s[5:].isdigit():
+        return s  # the common case: a new-style id without version
+    if s[:6].lower() == "arxiv:":
+        s = s[6:]
+    i = max(s.rfind("v"), s.rfind("V"))
+    if i > 0 and s[i + 1:].isdecimal() and s[i + 1:].isascii():
+        s = s[:i]
+    if _NEW_STYLE.fullmatch(s):
+        return s
+    m = _OLD_STYLE.fullmatch(s)
+    if m and m.group(1).isascii():
+        archive, subject, number = m.groups()
+        return archive.lower() + (f".{subject.upper()}" if subject else "") + "/" + number
+    return None
+
+
 def base_id(arxiv_id: str) -> str:
-    """`0704.0001v2` -> `0704.0001`; `hep-th/9901001v1` -> `hep-th/9901001`; strips `arXiv:`."""
+    """`0704.0001v2` -> `0704.0001`; `hep-th/9901001v1` -> `hep-th/9901001`; strips `arXiv:`.
+    The canonical form when the id is a valid arXiv id (see `canonical_id`)."""
+    c = canonical_id(arxiv_id)
+    if c is not None:
+        return c
     s = arxiv_id.strip()
     if s[:6].lower() == "arxiv:":
         s = s[6:]

@@ -5,6 +5,11 @@ itself. Elsewhere (a laptop, CI) it runs the same recipe rewritten mechanically 
 the tiny random-weight Qwen2.5 (real tokenizer): the same commands, files and servers, with
 numbers that mean nothing. Every step skips work whose outputs are current, logs to
 `<workdir>/logs/<step>.log`, and on failure names the step, the log and what to do.
+
+The demo works in a folder of its own (`demo/` by default; `--workdir`): data, outputs,
+models, logs and Open WebUI's data all go there, never into the `data/`, `outputs/` and
+`models/` of a real run. It marks the folder as its own and refuses a non-empty folder
+without that mark, and it deletes nothing it did not write.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFL
 QUIET = {"AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1", "WANDB_MODE": "disabled",
          "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1"}
 DEFAULT_RECIPE = REPO_ROOT / "recipes" / "qwen3b-physics.yml"
+DEFAULT_WORKDIR = REPO_ROOT / "demo"
 STEPS = ("data", "train", "convert", "serve")
+WORKDIR_MARK = ".qwenphysics-demo"  # in a folder the demo made (or was given empty)
+RUN_MARK = ".qwenphysics-demo-run"  # in a training output folder the demo started
 
 
 class StepFailed(Exception):
@@ -44,7 +52,7 @@ class StepFailed(Exception):
 
 @dataclass
 class DemoConfig:
-    workdir: Path = REPO_ROOT
+    workdir: Path = DEFAULT_WORKDIR
     inputs: list[str] = field(default_factory=list)  # real dumps; empty: the project's sample
     recipe: Path = DEFAULT_RECIPE
     mode: str = "auto"  # auto | gpu | cpu
@@ -60,6 +68,31 @@ class DemoConfig:
     @property
     def logs(self) -> Path:
         return self.workdir / "logs"
+
+
+def claim_workdir(workdir: Path) -> None:
+    """Use `workdir` only if the demo made it, or it is new or empty."""
+    mark = workdir / WORKDIR_MARK
+    if workdir.exists() and not workdir.is_dir():
+        raise StepFailed("setup", f"--workdir {workdir} is a file", hint="pass a folder for the demo's files")
+    if workdir.is_dir() and not mark.exists() and any(workdir.iterdir()):
+        raise StepFailed("setup", f"--workdir {workdir} is not empty and was not made by the demo",
+                         hint="pass a new or empty folder (the default is demo/); the demo never writes "
+                              "into folders it did not create")
+    workdir.mkdir(parents=True, exist_ok=True)
+    mark.touch()
+
+
+def claim_run_dir(out: Path) -> None:
+    """An empty training output folder marked as the demo's; an earlier demo run there is
+    removed, anything else refused."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / RUN_MARK).exists():
+            raise StepFailed("train", f"{out} holds a training run the demo did not start",
+                             hint="move it away, or pass another --workdir; the demo deletes only its own runs")
+        shutil.rmtree(out)  # an earlier demo run, cut short or of other inputs
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_MARK).touch()
 
 
 def say(msg: str) -> None:
@@ -191,8 +224,7 @@ def step_train(cfg: DemoConfig, data: Path) -> tuple[Path, Path, Path | None]:
     if stamp.exists() and json.loads(stamp.read_text()) == want and (out / "adapter_model.safetensors").exists():
         say(f"trained adapter in {out} is current")
         return recipe, out, base
-    if out.exists():
-        shutil.rmtree(out)
+    claim_run_dir(out)
     say(f"$ {' '.join(str(c) for c in cmd[:3])} ... {recipe}  (log: {log})")
     t0 = time.time()
     run_logged(cmd, log, "train", env=env, cwd=cfg.workdir,
@@ -242,7 +274,7 @@ def step_serve(cfg: DemoConfig, model: Path, lora: Path | None = None) -> list[d
     from .serving import LocalStack, StackConfig, ServeError
 
     seed = [q for q in load_questions().questions if q.seed]
-    stack_cfg = StackConfig(model=model, auth=False, data_dir=cfg.workdir / "outputs" / "webui",
+    stack_cfg = StackConfig(model=model, auth=False, data_dir=cfg.workdir / "webui",
                             webui_port=cfg.port if cfg.serve else 0, threads=cfg.threads,
                             log_dir=cfg.logs / "serve")
     answers = []
@@ -288,6 +320,8 @@ def step_serve(cfg: DemoConfig, model: Path, lora: Path | None = None) -> list[d
 def run_demo(cfg: DemoConfig) -> int:
     t0 = time.time()
     try:
+        claim_workdir(cfg.workdir)
+        say(f"working in {cfg.workdir}")
         say("1/4 data")
         data = step_data(cfg)
         say("2/4 train")

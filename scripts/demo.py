@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qwenphysics.demo import DEFAULT_RECIPE, DemoConfig, run_demo  # noqa: E402
+from qwenphysics.demo import DEFAULT_RECIPE, DEFAULT_WORKDIR, DemoConfig, run_demo  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -30,7 +30,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-serve", action="store_true", help="exit after the smoke check instead of serving")
     ap.add_argument("--port", type=int, default=8080, help="Open WebUI's port on 127.0.0.1 (default 8080)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for llama.cpp (default: all cores)")
-    ap.add_argument("--workdir", type=Path, default=Path.cwd(), help="where data/, outputs/, models/, logs/ go")
+    ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
+                    help="the demo's own folder for data/, outputs/, models/, logs/ (default: demo/); "
+                         "a non-empty folder the demo did not make is refused")
     args = ap.parse_args(argv)
     cfg = DemoConfig(workdir=args.workdir.resolve(), inputs=args.input, recipe=args.recipe.resolve(),
                      mode=args.mode, steps=args.steps, serve=not args.no_serve, port=args.port, threads=args.threads)

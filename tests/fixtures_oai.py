@@ -104,6 +104,7 @@ class FakeOAI:
         self.log: list[dict] = []
         self.headers: list[dict] = []
         self.lock = threading.Lock()
+        self.omit_length = False  # True: no Content-Length, the body ends when the connection closes
 
     def token_for(self, fmt: str, page_index: int) -> str:
         """The token that fetches page `page_index` (0-based, >= 1) of `fmt`."""
@@ -159,7 +160,8 @@ class LoopbackServer:
                     return
                 handler.send_response(status)
                 handler.send_header("Content-Type", "text/xml; charset=utf-8")
-                handler.send_header("Content-Length", str(len(body)))
+                if not site.omit_length:
+                    handler.send_header("Content-Length", str(len(body)))
                 for k, v in headers.items():
                     handler.send_header(k, v)
                 handler.end_headers()

@@ -52,7 +52,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from qwenphysics.core.staging import WorkDir
+
 from ..latex import Limits
+from ..output import check_out
+from ..readers import check_metadata
 from ..records import InputError
 from ..spec import Spec
 from .atoms import TokenizerMissing, get_tokenizer
@@ -83,6 +87,17 @@ def default_work_dir(out: Path) -> Path:
     return out.parent / f"{out.name}.work"
 
 
+def _legacy_work_files(files: list[str]) -> bool:
+    """A work dir written before it carried its marker: shard results and components only."""
+    return all(f.startswith(("shards/", "components/")) for f in files)
+
+
+def work_area(work_dir: Path, inputs: list[str]) -> WorkDir:
+    """The work dir, checked (refused when it holds anything else) and locked while in use;
+    dead runs' temporary files in it are removed when the lock is taken."""
+    return WorkDir(work_dir, inputs=inputs, recognise=_legacy_work_files)
+
+
 def _tokenizer():
     try:
         return get_tokenizer()
@@ -91,7 +106,9 @@ def _tokenizer():
 
 
 def prepare(inputs: list[str], metadata: list[str], require_metadata: bool) -> Inputs:
+    """Sort the inputs into source units and metadata, and check both before any work."""
     src = classify(inputs, metadata)
+    check_metadata(src.metadata)
     if not src.units:
         raise InputError("no LaTeX sources among the inputs: give bulk shards (arXiv_src_*.tar), e-prints "
                          "(<arXiv id>.gz), project folders or unarXive .jsonl with --input")
@@ -147,6 +164,7 @@ def build_context(spec: Spec, src: Inputs, results: list[ShardResult], work_dir:
     summary = shard_summary(results)
     summary["metadata"] = meta.report
     summary["ignored_files"] = len(src.ignored)
+    summary["links_not_followed"] = len(src.links_outside)
     summary["context"] = renderer.report
     papers = iter_papers(src.units, shards_dir, meta, counts, require_metadata=require, limit=limit)
     res = pipeline.build(run_spec, inputs, out, papers=papers, counts=counts, render=render, progress=progress,
@@ -187,11 +205,14 @@ def build_fulltext(spec: Spec, inputs: list[str], out: Path, *, metadata: list[s
     """Map the sources (resumable), then build `spec` into `out`."""
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     out = Path(out)
+    all_inputs = list(inputs) + list(metadata)
+    check_out(out, all_inputs)
     work_dir = Path(work_dir) if work_dir else default_work_dir(out)
     src = prepare(list(inputs), list(metadata), bool(spec.options.get("require_metadata", True)))
-    results = map_sources(src, spec, work_dir, workers, log)
-    return build_context(spec, src, results, work_dir, out, inputs=list(inputs) + list(metadata), limit=limit,
-                         progress=progress, hash_inputs=hash_inputs)
+    with work_area(work_dir, all_inputs):
+        results = map_sources(src, spec, work_dir, workers, log)
+        return build_context(spec, src, results, work_dir, out, inputs=all_inputs, limit=limit,
+                             progress=progress, hash_inputs=hash_inputs)
 
 
 def cmd_build(spec: Spec, args) -> int:

@@ -16,14 +16,14 @@ snapshot and the source folder together). Folders are walked recursively, in sor
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..latex.archive import parse_arxiv_id
+from ..readers import inside
+from ..readers.compression import STREAM_ERRORS, open_binary
 from ..records import InputError
 
 EPRINTS_PER_UNIT = 500
@@ -46,6 +46,7 @@ class Inputs:
     units: list[Unit] = field(default_factory=list)
     metadata: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    links_outside: list[str] = field(default_factory=list)  # links in a folder leading out of it: not followed
 
 
 def _h8(s: str) -> str:
@@ -53,22 +54,10 @@ def _h8(s: str) -> str:
 
 
 def _first_line(path: Path) -> bytes:
-    name = path.name.lower()
     try:
-        if name.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                return f.readline(1 << 20)
-        if name.endswith(".zst"):
-            import zstandard
-
-            with open(path, "rb") as fh:
-                r = zstandard.ZstdDecompressor().stream_reader(fh)
-                return io.BufferedReader(r).readline(1 << 20)
-        with open(path, "rb") as f:
+        with open_binary(path) as f:
             return f.readline(1 << 20)
-    except (OSError, EOFError, ValueError):
-        return b""
-    except Exception:  # zstandard errors
+    except (*STREAM_ERRORS, ValueError, InputError):
         return b""
 
 
@@ -139,8 +128,14 @@ class _Collector:
             self.unit("projects", [str(root)], f"project-{root.name.replace('/', '')}", root.name)
             return
         for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
             here = Path(dirpath)
+            for name in [d for d in dirnames if not inside(root, here / d)]:
+                dirnames.remove(name)
+                self.out.links_outside.append(str(here / name))
+            for name in [f for f in filenames if not inside(root, here / f)]:
+                filenames.remove(name)
+                self.out.links_outside.append(str(here / name))
+            dirnames.sort()
             projects = [d for d in dirnames if _eprint_id(Path(d)) is not None and _has_tex(here / d)]
             if projects:
                 self.grouped("projects", [str(here / d) for d in projects], here)
@@ -162,6 +157,14 @@ class _Collector:
 def classify(inputs: list[str], metadata: list[str] | None = None) -> Inputs:
     """Walk the inputs (in order; folders sorted) into units and metadata files."""
     c = _Collector()
+    seen: dict[tuple[int, int], str] = {}
+    for spec in list(inputs) + list(metadata or []):
+        if spec.startswith("hf:") or not Path(spec).exists():
+            continue
+        st = Path(spec).stat()
+        if (st.st_dev, st.st_ino) in seen:
+            raise InputError(f"{spec} is the same input as {seen[(st.st_dev, st.st_ino)]}: give each input once")
+        seen[(st.st_dev, st.st_ino)] = spec
     for spec in inputs:
         if spec.startswith("hf:"):
             raise InputError(f"{spec}: Hugging Face datasets are metadata only; full-text builds read "

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -29,11 +27,13 @@ import numpy as np
 
 from .. import pipeline
 from .. import spec as spec_mod
-from ..output import data_card, manifest_json, render_for_tokens
+from ..output import BUILDER_NAME, data_card, manifest_json, render_for_tokens, staging
 from ..records import InputError
 from ..spec import Spec
 from ..split import SPLITS, TEST_BP, VALIDATION_BP, split_of_bucket
-from . import _tokenizer, build_context, card_notes, default_work_dir, map_sources, prepare
+from ..readers import check_metadata
+from . import _tokenizer, build_context, card_notes, default_work_dir, map_sources, prepare, work_area
+from .inputs import classify
 from .atoms import exact_token_stats
 
 UNITS = ("tokens", "examples")
@@ -133,25 +133,32 @@ def build_mixture(spec: Spec, inputs: list[str], out: Path, *, metadata: list[st
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     out = Path(out)
+    all_inputs = list(inputs) + list(metadata)
+    check_out(out, all_inputs)
     work_dir = Path(work_dir) if work_dir else default_work_dir(out)
     comps, unit = _components(spec)
     tok = _tokenizer()
     full_text = [s for _, s, _ in comps if s.source == "fulltext"]
-    all_inputs = list(inputs) + list(metadata)
     if full_text:
         keys = {(repr(s.options.get("limits") or {}), bool(s.options.get("keep_appendix", False))) for s in full_text}
         if len(keys) > 1:
             raise InputError(f"spec {spec.name}: full-text components must share options.limits and keep_appendix "
                              "(they share one shard map)")
         src = prepare(list(inputs), list(metadata), all(s.options.get("require_metadata", True) for s in full_text))
-        results = map_sources(src, full_text[0], work_dir, workers, log)
     else:
-        from .inputs import classify
-
-        src, results = classify(list(inputs), list(metadata)), []
+        src = classify(list(inputs), list(metadata))
+        check_metadata(src.metadata)
     if any(s.source == "metadata" for _, s, _ in comps) and not src.metadata:
         raise InputError("no metadata among the inputs: the abstract components need the Kaggle snapshot or "
                          "OAI-PMH pages (--input or --metadata)")
+    with work_area(work_dir, all_inputs):
+        results = map_sources(src, full_text[0], work_dir, workers, log) if full_text else []
+        return _build_components(spec, comps, unit, tok, src, results, work_dir, out, all_inputs, limit=limit,
+                                 progress=progress, hash_inputs=hash_inputs, log=log, t0=t0)
+
+
+def _build_components(spec: Spec, comps, unit: str, tok, src, results, work_dir: Path, out: Path,
+                      all_inputs: list[str], *, limit, progress, hash_inputs, log, t0) -> MixtureResult:
     built = {}
     for name, s, w in comps:
         tally = Tally(tok)
@@ -190,10 +197,8 @@ def _write(spec: Spec, unit: str, built: dict, out: Path, inputs: list[str]) -> 
     scale = min((totals[n] / weights[n] for n in live), default=0.0)
     fraction = {n: (min(1.0, weights[n] * scale / totals[n]) if totals[n] else 0.0) for n in built}
 
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    stage = staging(out, inputs)
+    tmp = stage.path
     try:
         comp_info = []
         checksums = {}
@@ -246,7 +251,7 @@ def _write(spec: Spec, unit: str, built: dict, out: Path, inputs: list[str]) -> 
             ci["target_share"] = round(ci["weight"] / wsum, 4)
         spec_bytes = spec.path.read_bytes() if spec.path else b""
         manifest = {
-            "builder": {"name": "qwenphysics.dataset_builders", "version": pipeline.BUILDER_VERSION},
+            "builder": {"name": BUILDER_NAME, "version": pipeline.BUILDER_VERSION},
             "spec": {"name": spec.name, "source": spec.source, "description": spec.description,
                      "path": str(spec.path) if spec.path else None,
                      "sha256": hashlib.sha256(spec_bytes).hexdigest(), "resolved": spec.raw},
@@ -259,15 +264,9 @@ def _write(spec: Spec, unit: str, built: dict, out: Path, inputs: list[str]) -> 
         }
         (tmp / "manifest.json").write_text(manifest_json(manifest), encoding="utf-8")
         (tmp / "README.md").write_text(_card(manifest), encoding="utf-8")
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        stage.commit()
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        stage.abort()
         raise
     return manifest
 

@@ -31,6 +31,8 @@ from typing import Callable, Iterator
 
 import orjson
 
+from qwenphysics.core.processes import die_with_parent
+
 from ..latex import LatexError, Limits, clean_project, iter_source_tar, read_eprint, read_project_dir
 from ..readers.unarxive import iter_unarxive
 from ..split import base_id
@@ -238,6 +240,10 @@ def load_done(unit: Unit, work_dir: Path, fp: str) -> ShardResult | None:
         return None
 
 
+def _init_worker(parent: int) -> None:
+    die_with_parent(parent)  # a killed build takes its workers with it
+
+
 def _task(args) -> ShardResult:
     unit, work_dir, limits, keep_appendix = args
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -267,7 +273,7 @@ def run_map(units: list[Unit], work_dir: Path, limits: Limits, keep_appendix: bo
             log(f"[shard {pos[u.name]}/{n}] {r.line()}")
     elif todo:
         ctx = mp.get_context("spawn")
-        with ctx.Pool(min(workers, len(todo))) as pool:
+        with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(os.getpid(),)) as pool:
             try:
                 for r in pool.imap_unordered(_task, [(u, work_dir, limits, keep_appendix) for u in todo]):
                     results[r.name] = r

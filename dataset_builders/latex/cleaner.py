@@ -8,7 +8,7 @@ from .macros import Definitions, Expander, harvest
 from .model import CleanedPaper, LatexError, Limits, render_markdown
 from .project import Project
 from .render import Renderer
-from .tex import read_group, read_optional, resolve_conditionals
+from .tex import read_group, read_optional, resolve_conditionals, strip_tex_programming
 
 _BEGIN_DOC = re.compile(r"\\begin\s*\{document\}")
 _END_DOC = re.compile(r"\\end\s*\{document\}")
@@ -53,6 +53,7 @@ def clean_project(
     stats["macro_defs_unsupported"] = defs.unsupported
 
     body = _cut_back_matter(body, keep_appendix, stats)
+    body = strip_tex_programming(body, stats)
     source = _front_matter(preamble) + "\n\n" + body
 
     expander = Expander(defs.macros, limits)

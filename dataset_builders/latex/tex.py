@@ -323,3 +323,29 @@ def _env_pattern(name: str) -> re.Pattern:
         if len(_ENV_PATTERNS) < 512:
             _ENV_PATTERNS[name] = p
     return p
+
+
+# --------------------------------------------------------------------------- TeX programming
+
+# Low-level TeX that changes how TeX reads the file rather than saying anything: category
+# codes, control sequences built from text, expansion order, assignment prefixes. None of it
+# renders as prose; left in, it reaches the training text as raw TeX.
+_TEX_PROGRAMMING = re.compile(
+    r"\\catcode\s*(?:`\\?.|\d+|\"[0-9A-Fa-f]+)\s*=?\s*\d*"
+    r"|\\csname(?![A-Za-z@])(?:(?!\\endcsname)[^\n]){0,400}?\\endcsname(?![A-Za-z@])"
+    r"|\\(?:csname|endcsname|expandafter|noexpand|global|long|outer|protected|afterassignment|aftergroup"
+    r"|futurelet|makeatletter|makeatother)(?![A-Za-z@])",
+    re.S,
+)
+_TEX_PROGRAMMING_HINT = re.compile(r"\\(?:catcode|csname|endcsname|expandafter|noexpand|global|long|outer|"
+                                   r"protected|aftergroup|afterassignment|futurelet|makeat)")
+
+
+def strip_tex_programming(text: str, stats: dict) -> str:
+    """Remove `\\catcode` assignments, `\\csname ... \\endcsname` names and expansion or
+    assignment prefixes (`\\expandafter`, `\\global`, ...); counted in `tex_programming_dropped`."""
+    if _TEX_PROGRAMMING_HINT.search(text) is None:
+        return text
+    text, n = _TEX_PROGRAMMING.subn("", text)
+    stats["tex_programming_dropped"] = stats.get("tex_programming_dropped", 0) + n
+    return text

@@ -9,7 +9,7 @@ import msgspec
 import orjson
 
 from ..records import Drop, InputError, Paper
-from ..split import base_id
+from ..split import canonical_id
 from .compression import STREAM_ERRORS, open_binary
 
 _MONTHS = {m: i for i, m in enumerate(
@@ -89,7 +89,9 @@ def _paper(raw_id: str, title: str, abstract: str, cat_str: str, lic: str | None
            authors: str, comments: str | None, doi: str | None, jref: str | None, source: str,
            problem: str | None = None) -> Paper | Drop:
     """The Paper from typed fields, or a Drop: empty categories first, then `problem`."""
-    rid = base_id(raw_id)
+    rid = canonical_id(raw_id)
+    if rid is None:
+        return Drop("bad_id")
     cats = cat_str.split()
     if not cats:
         return Drop("missing_field:categories", rid)

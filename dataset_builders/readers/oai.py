@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..records import Drop, Paper
-from ..split import base_id
+from ..split import base_id, canonical_id
 from .compression import STREAM_ERRORS, open_binary
 from .kaggle import _withdrawn, rfc2822_date
 
@@ -43,13 +43,16 @@ def _authors_arxiv(meta: ET.Element) -> str:
 
 def _required(meta: ET.Element, ns: str) -> tuple[str, str, str, str] | Drop:
     """id, title, abstract, categories of a record, or the Drop naming the first one missing."""
-    rid = _t(meta, "id", ns)
-    if not rid:
+    raw = _t(meta, "id", ns)
+    if not raw:
         return Drop("missing_field:id")
+    rid = canonical_id(raw)
+    if rid is None:
+        return Drop("bad_id")
     title, abstract, cats = _t(meta, "title", ns), _t(meta, "abstract", ns), _t(meta, "categories", ns)
     for name, v in (("title", title), ("abstract", abstract), ("categories", cats)):
         if not v or not v.strip():
-            return Drop(f"missing_field:{name}", base_id(rid))
+            return Drop(f"missing_field:{name}", rid)
     return rid, title, abstract, cats
 
 
@@ -61,7 +64,7 @@ def paper_from_arxiv(meta: ET.Element, source: str) -> Paper | Drop:
     rid, title, abstract, cats = req
     comments = _t(meta, "comments", ns)
     return Paper(
-        id=base_id(rid), title=title, abstract=abstract, categories=cats.split(),
+        id=rid, title=title, abstract=abstract, categories=cats.split(),
         license=_t(meta, "license", ns), created=(_t(meta, "created", ns) or None),
         authors=_authors_arxiv(meta), comments=comments, doi=_t(meta, "doi", ns),
         journal_ref=_t(meta, "journal-ref", ns), withdrawn=_withdrawn(comments, abstract), source=source,
@@ -84,7 +87,7 @@ def paper_from_arxivraw(meta: ET.Element, source: str) -> Paper | Drop:
     withdrawn = _withdrawn(comments, abstract) or (last_size.strip() in ("0kb", "1kb") and
                                                     "withdraw" in (comments or "").lower())
     return Paper(
-        id=base_id(rid), title=title, abstract=abstract, categories=cats.split(),
+        id=rid, title=title, abstract=abstract, categories=cats.split(),
         license=_t(meta, "license", ns), created=created, authors=_t(meta, "authors", ns) or "",
         comments=comments, doi=_t(meta, "doi", ns), journal_ref=_t(meta, "journal-ref", ns),
         withdrawn=withdrawn, source=source,
@@ -115,14 +118,20 @@ def parse_page(data: bytes) -> ET.Element:
     return ET.fromstring(data)
 
 
+MAX_PAGE_BYTES = 256 << 20  # a ListRecords page of arXiv is 1-3 MB; anything this large is not one
+
+
 def iter_pages(pages: Iterable[Path], limit: int | None = None) -> Iterator[Paper | Drop]:
     n = 0
     for page in pages:
         try:
             with open_binary(page) as f:
-                data = f.read()
+                data = f.read(MAX_PAGE_BYTES + 1)
         except STREAM_ERRORS:
             yield Drop("truncated_input", page.name)
+            continue
+        if len(data) > MAX_PAGE_BYTES:
+            yield Drop("page_too_large", page.name)
             continue
         if not data.strip():
             yield Drop("empty_input", page.name)

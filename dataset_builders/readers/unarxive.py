@@ -27,7 +27,6 @@ learn why: ``bad_json``, ``not_object``, ``missing_id``, ``bad_body``,
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import re
@@ -36,6 +35,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dataset_builders.latex.model import Section, render_markdown
+
+from ..split import canonical_id
+from .compression import STREAM_ERRORS, open_binary
 
 try:
     import orjson
@@ -46,22 +48,13 @@ except ImportError:  # pragma: no cover
     _loads = json.loads
     _JSONError = (ValueError,)
 
-_VERSION = re.compile(r"v\d+$")
 _PLACEHOLDER = re.compile(r"\{\{(formula|cite|figure|table|ref):([^{}\s]+)\}\}")
 _LEVELS = {"section": 2, "subsection": 3, "subsubsection": 4, "paragraph": 5}
 _SPACES = re.compile(r"[ \t]*\n[ \t]*|[ \t]{2,}")
 
 
 def _open(path: Path):
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    if name.endswith(".zst"):
-        import zstandard
-
-        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))
-        return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8", errors="replace")
 
 
 def iter_unarxive(
@@ -78,9 +71,8 @@ def iter_unarxive(
                 paper = _paper(line, drops, resolve_placeholders)
                 if paper is not None:
                     yield paper
-        except (EOFError, OSError, gzip.BadGzipFile) as e:  # truncated/corrupt stream
+        except STREAM_ERRORS:  # truncated/corrupt stream
             drops["decode_error"] += 1
-            del e
 
 
 def _paper(line: str, drops: Counter, resolve: bool) -> dict | None:
@@ -97,6 +89,10 @@ def _paper(line: str, drops: Counter, resolve: bool) -> dict | None:
     pid = d.get("paper_id") or meta.get("id")
     if not isinstance(pid, str) or not pid.strip():
         drops["missing_id"] += 1
+        return None
+    pid = canonical_id(pid)
+    if pid is None:
+        drops["bad_id"] += 1
         return None
     body = d.get("body_text")
     if not isinstance(body, list):
@@ -149,7 +145,7 @@ def _paper(line: str, drops: Counter, resolve: bool) -> dict | None:
     if abstract is not None:
         abstract = _SPACES.sub(" ", abstract).strip() or None
     return {
-        "id": _VERSION.sub("", pid.strip()),
+        "id": pid,
         "metadata": meta,
         "title": title,
         "abstract": abstract,
