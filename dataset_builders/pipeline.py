@@ -24,7 +24,7 @@ from .filters import build as build_filters, category_check, first_failure
 from .normalize import content_key, normalise
 from .output import BUILDER_NAME, SplitWriter, TokenCounter, data_card, manifest_json, token_stats
 from .readers import inside, iter_input
-from .records import Drop, InputError, Paper
+from .records import Drop, Paper
 from .spec import Spec
 from .split import SPLITS, TEST_BP, VALIDATION_BP, bucket, split_of_bucket
 

@@ -58,6 +58,34 @@ def _run(cmd: list, *, env: dict | None = None, log: Path | None = None, step: s
             raise ConvertError(f"{step} failed (exit {p.returncode}): {last[0][:300]}")
 
 
+def _into(tmp: Path, out: Path, step) -> Path:
+    """Run `step()` (which writes `tmp`), then rename `tmp` to `out`; `tmp` never outlives a failure."""
+    try:
+        step()
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def check_safetensors(path: Path) -> None:
+    """A safetensors file whose header parses and whose tensors' bytes are all there."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if size < 8 or n <= 0 or 8 + n > size:
+                raise ValueError("header cut off")
+            header = json.loads(f.read(n))
+        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+        if 8 + n + max(ends, default=0) > size:
+            raise ValueError(f"{8 + n + max(ends) - size} bytes of tensor data missing")
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise ConvertError(f"{path} is truncated or not a safetensors file ({str(e)[:80]}): copy it again "
+                           "or retrain") from None
+
+
 def hf_to_gguf(model_dir: Path, out: Path, *, outtype: str = "f16", python: Path | None = None,
                toolchain: Toolchain | None = None, metadata: dict | None = None, log: Path | None = None) -> Path:
     """HF model folder -> GGUF with llama.cpp's converter (run by the training env's Python)."""
@@ -72,10 +100,11 @@ def hf_to_gguf(model_dir: Path, out: Path, *, outtype: str = "f16", python: Path
         meta_file = out.with_name(out.name + ".metadata.json")
         meta_file.write_text(json.dumps(metadata, indent=2))
         cmd += ["--metadata", meta_file]
-    _run(cmd, env=tc.env(), log=log, step=f"convert {model_dir} to GGUF")
-    tmp.replace(out)
-    if meta_file is not None:
-        meta_file.unlink()
+    try:
+        _into(tmp, out, lambda: _run(cmd, env=tc.env(), log=log, step=f"convert {model_dir} to GGUF"))
+    finally:
+        if meta_file is not None:
+            meta_file.unlink(missing_ok=True)
     return out
 
 
@@ -84,10 +113,9 @@ def lora_to_gguf(adapter_dir: Path, base_dir: Path, out: Path, *, outtype: str =
     tc = toolchain or find_toolchain()
     python = Path(python or REPO_ROOT / ".venv-train" / "bin" / "python")
     tmp = Path(out).with_name(Path(out).name + ".partial")
-    _run([python, tc.convert_lora, adapter_dir, "--base", base_dir, "--outfile", tmp, "--outtype", outtype],
-         env=tc.env(), log=log, step="convert the LoRA adapter to GGUF")
-    tmp.replace(out)
-    return Path(out)
+    return _into(tmp, Path(out), lambda: _run(
+        [python, tc.convert_lora, adapter_dir, "--base", base_dir, "--outfile", tmp, "--outtype", outtype],
+        env=tc.env(), log=log, step="convert the LoRA adapter to GGUF"))
 
 
 def quantize(src: Path, out: Path, qtype: str, *, imatrix: Path | None = None, threads: int | None = None,
@@ -98,20 +126,16 @@ def quantize(src: Path, out: Path, qtype: str, *, imatrix: Path | None = None, t
     if imatrix is not None:
         cmd += ["--imatrix", imatrix]
     cmd += [src, tmp, qtype, str(threads or os.cpu_count() or 1)]
-    _run(cmd, log=log, step=f"quantize to {qtype}")
-    tmp.replace(out)
-    return Path(out)
+    return _into(tmp, Path(out), lambda: _run(cmd, log=log, step=f"quantize to {qtype}"))
 
 
 def compute_imatrix(model: Path, calib_text: Path, out: Path, *, ctx: int = 512, chunks: int = 64,
                     threads: int | None = None, toolchain: Toolchain | None = None, log: Path | None = None) -> Path:
     tc = toolchain or find_toolchain()
     tmp = Path(out).with_name(Path(out).name + ".partial.gguf")
-    _run([tc.bin("llama-imatrix"), "-m", model, "-f", calib_text, "-o", tmp, "-c", str(ctx),
-          "--chunks", str(chunks), "-t", str(threads or os.cpu_count() or 1), "--no-ppl"],
-         log=log, step="compute the importance matrix")
-    tmp.replace(out)
-    return Path(out)
+    cmd = [tc.bin("llama-imatrix"), "-m", model, "-f", calib_text, "-o", tmp, "-c", str(ctx),
+           "--chunks", str(chunks), "-t", str(threads or os.cpu_count() or 1), "--no-ppl"]
+    return _into(tmp, Path(out), lambda: _run(cmd, log=log, step="compute the importance matrix"))
 
 
 # ---------------------------------------------------------------------------- runs
@@ -164,7 +188,13 @@ def load_run(target: Path, *, output_dir: Path | None = None) -> Run:
     if not adapter_cfg.exists():
         raise ConvertError(f"no LoRA adapter in {out} (adapter_config.json missing): train first, or point at the "
                            "run's output_dir")
-    adapter = json.loads(adapter_cfg.read_text())
+    try:
+        adapter = json.loads(adapter_cfg.read_text())
+        if not isinstance(adapter, dict):
+            raise ValueError("not an object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConvertError(f"{adapter_cfg} is not a valid adapter config ({str(e).splitlines()[0][:80]}): "
+                           "restore it from the run or train again") from None
     base = cfg.get("base_model") or adapter.get("base_model_name_or_path")
     if not base:
         raise ConvertError(f"cannot tell the base model of {out}: adapter_config.json names none and no recipe given")
@@ -320,18 +350,42 @@ class Stamps:
         tmp.replace(self.path)
 
 
+def check_out_dir(out: Path) -> None:
+    """`models/<run>/` is new, empty, or an earlier conversion's (it keeps `.stamps.json`)."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ConvertError(f"{out} is not a folder: pass --out elsewhere")
+    if out.is_dir() and any(out.iterdir()) and not (out / ".stamps.json").exists():
+        raise ConvertError(f"{out} holds files convert did not write: move them, or pass --out elsewhere; "
+                           "nothing was changed")
+
+
+def _local_base_config(run: Run, opts: ConvertOptions) -> Path | None:
+    for cand in (opts.base_dir, Path(run.base_model)):
+        if cand is not None and (Path(cand) / "config.json").is_file():
+            return Path(cand)
+    return None
+
+
 def convert_run(run: Run, opts: ConvertOptions) -> dict:
     """Run every step whose outputs are missing or stale; return what was produced."""
     from .model_card import write_model_card, write_modelfile
 
     tc = find_toolchain()
     out = Path(opts.out_root) / run.name
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "convert.log"
-    stamps = Stamps(out / ".stamps.json")
     adapter_files = sorted(run.output_dir.glob("adapter_model.*"))
     if not adapter_files:
         raise ConvertError(f"no adapter weights (adapter_model.safetensors) in {run.output_dir}")
+    for f in adapter_files:
+        if f.suffix == ".safetensors":
+            check_safetensors(f)
+    check_out_dir(out)
+    base_cfg = _local_base_config(run, opts)
+    if base_cfg is not None:  # the disk check before the merge, when the base's shape is known here
+        check_disk(out, count_params(base_cfg),
+                   [q for q in opts.quants if not (out / f"{run.name}-{q}.gguf").exists()], opts.base_gguf)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "convert.log"
+    stamps = Stamps(out / ".stamps.json")
     env = {**os.environ, "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1", "WANDB_MODE": "disabled", **opts.env}
     produced: dict = {"run": run.name, "dir": str(out), "files": {}, "timings": {}}
 

@@ -333,6 +333,24 @@ class StackConfig:
         for port, flag in ((self.webui_port, "--port"), (self.llama_port, "--llama-port")):
             if port and not port_is_free(port):
                 raise ServeError(f"port {port} on 127.0.0.1 is in use: pass another {flag}")
+        for folder, what in ((self.data_dir, "Open WebUI's data folder (--data-dir)") if self.webui else (None, ""),
+                             (self.log_dir, "the log folder")):
+            if folder is not None and not _writable(folder):
+                raise ServeError(f"{what} {folder} is not writable: fix its permissions or pass another one")
+
+
+def _writable(folder: Path) -> bool:
+    """Whether files can be created in `folder` (or in the nearest existing folder above it)."""
+    import tempfile
+
+    p = Path(folder)
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=p))
+    except OSError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import pipeline
 from .. import spec as spec_mod
-from ..output import BUILDER_NAME, data_card, manifest_json, render_for_tokens, staging
+from ..output import BUILDER_NAME, check_out, data_card, manifest_json, render_for_tokens, staging
 from ..records import InputError
 from ..spec import Spec
 from ..split import SPLITS, TEST_BP, VALIDATION_BP, split_of_bucket

@@ -151,6 +151,9 @@ def check_args(a: argparse.Namespace) -> None:
                 raise EvalError(f"--gguf {a.gguf} is not a GGUF file")
     if a.data is not None and not (a.data / "test.jsonl").is_file():
         raise EvalError(f"--data {a.data}: no test.jsonl there (pass a dataset builder output dir)")
+    if a.data is not None and not (a.data / "test.jsonl").read_bytes().strip():
+        raise EvalError(f"--data {a.data}: test.jsonl is empty, so there is nothing to score; "
+                        "build the dataset from more papers or drop --data")
     if a.dataset_manifest is not None and not a.dataset_manifest.is_file():
         raise EvalError(f"--dataset-manifest {a.dataset_manifest}: no such file")
     if a.limit is not None and a.limit < 1:
