@@ -67,6 +67,8 @@ def summarize(manifest: dict, seconds: float, out: Path) -> None:
     print(f"  examples: train {ex['train']:,}  validation {ex['validation']:,}  test {ex['test']:,}", file=sys.stderr)
     for reason, n in c["dropped"].items():
         print(f"  dropped {n:,} ({reason})", file=sys.stderr)
+    for reason, n in c.get("examples_dropped", {}).items():
+        print(f"  examples dropped {n:,} ({reason}; the paper kept another example)", file=sys.stderr)
     for issue in manifest.get("input_issues", []):
         print(f"  input {issue['input']}: {issue['issue']}", file=sys.stderr)
     print(f"wrote {out}/{{train,validation,test}}.jsonl, manifest.json, README.md", file=sys.stderr)

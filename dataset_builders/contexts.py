@@ -2,15 +2,23 @@
 
 * chat: `{"messages": [...], "id": ..., "template": ...}` for Axolotl's `chat_template` type
 * completion: `{"text": ..., "id": ...}` for Axolotl's `completion` type
+
+Every example is screened before it is written, in every context (`screen`):
+* `answer_in_prompt`: an assistant turn whose text (case and spacing aside) is already in the
+  turns before it teaches copying, not physics: the example is dropped;
+* `contaminated`: an example that overlaps the evaluation questions (`contamination`) drops
+  its whole paper.
+A paper left with no example is dropped under the reason of its last example.
 """
 
 from __future__ import annotations
 
 import string
+from collections import Counter
 
 import orjson
 
-from . import taxonomy
+from . import contamination, taxonomy
 from .normalize import authors_to_unicode, lead
 from .records import InputError, Paper
 from .spec import Spec
@@ -22,6 +30,8 @@ _GETTERS = {
     "categories": lambda p: ", ".join(p.categories),
     "authors": lambda p: authors_to_unicode(p.authors),
     "abstract_lead": lambda p: lead(p.abstract),
+    "abstract_opening": lambda p: lead(p.abstract, 1),
+    "abstract_rest": lambda p: p.abstract[len(lead(p.abstract, 1)):].strip(),
     "year": lambda p: (p.created or "")[:4],
     "license": lambda p: p.license or "arXiv non-exclusive licence",
 }
@@ -47,8 +57,64 @@ class Fields(dict):
         return v
 
 
-PLACEHOLDERS = ("id", "title", "abstract", "abstract_lead", "authors", "primary_category",
-                "primary_category_name", "categories", "year", "license")
+PLACEHOLDERS = ("id", "title", "abstract", "abstract_lead", "abstract_opening", "abstract_rest",
+                "authors", "primary_category", "primary_category_name", "categories", "year",
+                "license")
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def copies_prompt(prompt: str, answer: str) -> bool:
+    """True when `answer`, compared without case and spacing differences (and a final full
+    stop), is contained in `prompt`."""
+    a = _flat(answer).rstrip(" .")
+    return bool(a) and a in _flat(prompt)
+
+
+def screen_messages(messages: list[dict], check) -> str | None:
+    """Why a chat example must not be written (or None): `empty_answer`, `answer_in_prompt`
+    (an assistant turn already contained in the user and assistant turns before it) or
+    `contaminated` (`check` is a Contamination's check)."""
+    before: list[str] = []
+    for m in messages:
+        role, content = m["role"], m["content"]
+        if role == "system":
+            continue
+        if role == "assistant":
+            if not content.strip():
+                return "empty_answer"
+            if copies_prompt("\n".join(before), content):
+                return "answer_in_prompt"
+        before.append(content)
+    if any(check(m["content"]) for m in messages if m["role"] != "system"):
+        return "contaminated"
+    return None
+
+
+def screen(examples: list[dict], check) -> tuple[list[dict], str | None, Counter]:
+    """`(kept, paper_drop_reason, example_drops)`: the examples that may be written; the reason
+    the paper is dropped (a contaminated example, or none left); the other examples dropped,
+    by reason."""
+    kept, dropped = [], Counter()
+    for ex in examples:
+        if "messages" in ex:
+            reason = screen_messages(ex["messages"], check)
+        else:
+            text = ex.get("text", "")
+            reason = "empty_text" if not text.strip() else "contaminated" if check(text) else None
+        if reason == "contaminated":
+            return [], reason, Counter()
+        if reason:
+            dropped[reason] += 1
+        else:
+            kept.append(ex)
+    if not kept and dropped:
+        last = next(reversed(dropped))
+        dropped[last] -= 1
+        return [], last, +dropped
+    return kept, None, dropped
 
 
 def _texts(spec: Spec) -> list[tuple[str, str]]:
@@ -77,12 +143,45 @@ def check_templates(spec: Spec) -> None:
 
 
 def render(spec: Spec, paper: Paper, bucket: int) -> list[dict]:
+    """The examples a paper becomes under a metadata spec, unscreened (`render_screened` is
+    what builds write)."""
     f = Fields(paper)
     if spec.format == "completion":
         return [{"text": spec.text.format_map(f), "id": paper.id}]
     n = len(spec.templates)
     # deterministic rotation by the paper's bucket
     return [chat_example(spec, spec.templates[(bucket + k) % n], f, paper.id) for k in range(spec.templates_per_paper)]
+
+
+def render_screened(spec: Spec, paper: Paper, bucket: int, check) -> tuple[list[dict], str | None, Counter]:
+    """`screen`'s result for a metadata spec, with one difference: a template whose example is
+    screened out (say, a one-sentence abstract leaves `{abstract_rest}` empty) gives way to the
+    next template of the rotation, so the paper still gets `templates_per_paper` examples
+    when the templates allow; each example given up is counted under its reason."""
+    if spec.format == "completion":
+        return screen(render(spec, paper, bucket), check)
+    f = Fields(paper)
+    templates, want = spec.templates, spec.templates_per_paper
+    n = len(templates)
+    kept: list[dict] = []
+    skipped: Counter = Counter()
+    last = None
+    for j in range(n):
+        if len(kept) == want:
+            break
+        ex = chat_example(spec, templates[(bucket + j) % n], f, paper.id)
+        reason = screen_messages(ex["messages"], check)
+        if reason == "contaminated":
+            return [], reason, Counter()
+        if reason:
+            skipped[reason] += 1
+            last = reason
+        else:
+            kept.append(ex)
+    if not kept:
+        skipped[last] -= 1
+        return [], last, +skipped
+    return kept, None, skipped
 
 
 def chat_example(spec: Spec, t, fields: dict, paper_id: str) -> dict:
@@ -96,16 +195,24 @@ def chat_example(spec: Spec, t, fields: dict, paper_id: str) -> dict:
 
 
 def line_renderer(spec: Spec):
-    """`(paper, bucket) -> (pieces, n)`: the JSONL lines of `render`'s n examples as byte
-    pieces whose concatenation equals `orjson.dumps(example) + b"\\n"` for each example in turn,
-    assembled from pre-serialised parts (no per-example dicts, no copies until the caller joins
-    a whole block)."""
+    """`(paper, bucket) -> (pieces, n, drop, skipped)`: the JSONL lines of `render`'s examples,
+    screened as `screen` does, as byte pieces whose concatenation equals
+    `orjson.dumps(example) + b"\\n"` for each written example in turn, assembled from
+    pre-serialised parts (no per-example dicts, no copies until the caller joins a whole
+    block); `n` lines, the paper's drop reason (None when it is kept) and the reasons its
+    other examples were dropped for."""
     dumps = orjson.dumps
+    check = contamination.for_spec(spec).check
     if spec.format == "completion":
         text = spec.text
 
-        def completion(paper: Paper, bucket: int) -> tuple[list[bytes], int]:
-            return [b'{"text":', dumps(text.format_map(Fields(paper))), b',"id":', dumps(paper.id), b"}\n"], 1
+        def completion(paper: Paper, bucket: int) -> tuple[list[bytes], int, str | None, tuple[str, ...]]:
+            t = text.format_map(Fields(paper))
+            if not t.strip():
+                return [], 0, "empty_text", ()
+            if check(t):
+                return [], 0, "contaminated", ()
+            return [b'{"text":', dumps(t), b',"id":', dumps(paper.id), b"}\n"], 1, None, ()
 
         return completion
     head = b'{"messages":['
@@ -123,10 +230,13 @@ def line_renderer(spec: Spec):
         templates.append((t.user, t.assistant, b',"template":' + dumps(t.id) + b"}\n", getters))
     n, k = len(templates), spec.templates_per_paper
 
-    def chat(paper: Paper, bucket: int) -> tuple[list[bytes], int]:
+    def chat(paper: Paper, bucket: int) -> tuple[list[bytes], int, str | None, tuple[str, ...]]:
         tail_id = b'}],"id":' + dumps(paper.id)
-        out = []
-        for j in range(k):
+        out: list[bytes] = []
+        written, skipped = 0, ()
+        for j in range(n):  # as render_screened: a screened-out template gives way to the next
+            if written == k:
+                break
             user, assistant, tail, getters = templates[(bucket + j) % n]
             if getters is None:
                 f = Fields(paper)
@@ -134,7 +244,19 @@ def line_renderer(spec: Spec):
                 f = {"id": paper.id, "title": paper.title, "abstract": paper.abstract}
                 for name, get in getters:
                     f[name] = get(paper)
-            out += (head, dumps(user.format_map(f)), mid, dumps(assistant.format_map(f)), tail_id, tail)
-        return out, k
+            u, a = user.format_map(f), assistant.format_map(f)
+            if not a.strip():
+                skipped += ("empty_answer",)
+                continue
+            if copies_prompt(u, a):
+                skipped += ("answer_in_prompt",)
+                continue
+            if check(u) or check(a):
+                return [], 0, "contaminated", ()
+            out += (head, dumps(u), mid, dumps(a), tail_id, tail)
+            written += 1
+        if not written:
+            return [], 0, skipped[-1], skipped[:-1]
+        return out, written, None, skipped
 
     return chat

@@ -134,7 +134,7 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
                                 progress=tick)
         else:
             start_threads()
-            _run_serial(spec, inputs, limit, [c for _, c in checks], papers, render or contexts.render, writer,
+            _run_serial(spec, inputs, limit, [c for _, c in checks], papers, render, writer,
                         counts, input_issues, tick)
         if bar is not None:
             bar.n = counts["read"]
@@ -165,6 +165,7 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
 def _run_serial(spec: Spec, inputs: list[str], limit: int | None, checks, papers, render, writer: SplitWriter,
                 counts: Counter, input_issues: list, progress: Callable[[int], None]) -> None:
     ids, contents = KeySet(), KeySet()
+    check = contexts.contamination.for_spec(spec).check
     source = papers if papers is not None else iter_papers(inputs, limit, counts, input_issues,
                                                            prefilter=category_check(spec.filters))
     for i, p in enumerate(source):
@@ -182,9 +183,18 @@ def _run_serial(spec: Spec, inputs: list[str], limit: int | None, checks, papers
             counts["drop:duplicate_content"] += 1
             continue
         b = bucket(p.id)
-        examples = render(spec, p, b)
-        if isinstance(examples, Drop):
-            counts["drop:" + examples.reason] += 1
+        if render is None:  # a metadata spec
+            examples, drop, example_drops = contexts.render_screened(spec, p, b, check)
+        else:
+            rendered = render(spec, p, b)
+            if isinstance(rendered, Drop):
+                counts["drop:" + rendered.reason] += 1
+                continue
+            examples, drop, example_drops = contexts.screen(rendered, check)
+        for reason, n in example_drops.items():
+            counts["example_drop:" + reason] += n
+        if drop is not None:
+            counts["drop:" + drop] += 1
             continue
         writer.write(split_of_bucket(b), examples)
         counts["kept"] += 1
@@ -268,12 +278,15 @@ def make_manifest(spec: Spec, inputs: list[str], counts: Counter, writer: SplitW
             "read": counts["read"],
             "kept": counts["kept"],
             "dropped": dropped,
+            # examples screened out of papers that kept others (contexts.screen)
+            "examples_dropped": {k[13:]: v for k, v in sorted(counts.items()) if k.startswith("example_drop:")},
             "papers": {s: writer.papers[s] for s in SPLITS},
             "examples": {s: writer.lines[s] for s in SPLITS},
         },
         "tokens": tokens() if tokens is not None else token_stats(writer.samples, writer.lines),
         "checksums": checksums,
         "fields": (["messages", "id", "template"] if spec.format == "chat" else ["text", "id"]),
+        "decontamination": contexts.contamination.for_spec(spec).describe(),
     }
 
 

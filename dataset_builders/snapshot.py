@@ -28,7 +28,7 @@ from array import array
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -88,6 +88,10 @@ class Block:
     split: np.ndarray  # uint8 index into SPLITS
     nlines: np.ndarray  # int32: examples (lines) of the record
     out: dict[str, bytes | str | tuple[int, int]]  # split -> its lines, a scratch file, or a slice of the arena
+    # (record index, reason): records that passed the filters but whose examples were all
+    # screened out (contexts.screen); they still take part in the dedup, like in the serial route
+    render_drops: list = field(default_factory=list)
+    example_drops: list = field(default_factory=list)  # (record index, reasons of dropped examples)
 
 
 class BlockProcessor:
@@ -119,6 +123,8 @@ class BlockProcessor:
         counts: Counter = Counter()
         ids, keys = array("q"), array("q")
         splits, nlines = array("B"), array("i")
+        render_drops: list[tuple[int, str]] = []
+        example_drops: list[tuple[int, tuple[str, ...]]] = []
         out: list[list[bytes]] = [[] for _ in SPLITS]
         prefilter = self._judge if self.prefilter is not None else None
         checks_all, checks_pre = self.checks, self.checks_prefiltered
@@ -158,7 +164,11 @@ class BlockProcessor:
             normalise(p)
             b = bucket(p.id)
             s = _SPLIT_OF_BUCKET[b]
-            pieces, k = render(p, b)
+            pieces, k, drop, skipped = render(p, b)
+            if drop is not None:
+                render_drops.append((len(nlines), drop))
+            elif skipped:
+                example_drops.append((len(nlines), skipped))
             out[s] += pieces
             ids.append(hash(p.id))
             keys.append(content_key(p.title, p.abstract))
@@ -168,7 +178,7 @@ class BlockProcessor:
         return Block(counts, np.frombuffer(ids, dtype=np.int64), np.frombuffer(keys, dtype=np.int64),
                      np.frombuffer(splits, dtype=np.uint8),
                      np.frombuffer(nlines, dtype=np.int32),
-                     {name: b"".join(o) for name, o in zip(SPLITS, out)})
+                     {name: b"".join(o) for name, o in zip(SPLITS, out)}, render_drops, example_drops)
 
 
 class SortedKeys:
@@ -242,6 +252,14 @@ class Merger:
             counts["drop:duplicate_id"] += n_id
         if n_content:
             counts["drop:duplicate_content"] += n_content
+        for i, reason in blk.render_drops:  # dedup first, then the screen: as in the serial route
+            if kept[i]:
+                kept[i] = False
+                counts["drop:" + reason] += 1
+        for i, reasons in blk.example_drops:
+            if kept[i]:
+                for reason in reasons:
+                    counts["example_drop:" + reason] += 1
         counts["kept"] += int(kept.sum())
         for code, name in enumerate(SPLITS):
             self._append(name, blk.out[name], blk.split == code, kept, blk.nlines)
@@ -255,17 +273,18 @@ class Merger:
             with open(path, "rb") as f:
                 out = f.read()
             os.unlink(path)
-        keep = kept[in_split]
+        lines = nlines[in_split]
+        has = lines > 0  # records screened out wrote no line
+        keep, lines = kept[in_split][has], lines[has]
         if not keep.any():
             return
         if not keep.all():  # rare (duplicates): cut the dropped records' lines out
-            lines = nlines[in_split]
             line_ends = np.flatnonzero(np.frombuffer(out, dtype=np.uint8) == 10) + 1
             ends = line_ends[np.cumsum(lines) - 1]
             starts = np.concatenate([[0], ends[:-1]])
             view = memoryview(out)
             out = b"".join(view[a:b] for a, b in zip(starts[keep].tolist(), ends[keep].tolist()))
-        self.writer.append_lines(split, out, papers=int(keep.sum()), lines=int(nlines[in_split][keep].sum()))
+        self.writer.append_lines(split, out, papers=int(keep.sum()), lines=int(lines[keep].sum()))
 
 
 # ---- one process -----------------------------------------------------------------------

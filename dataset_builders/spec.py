@@ -57,7 +57,7 @@ def resolve(name_or_path: str) -> Path:
 
 
 _KNOWN = {"name", "format", "source", "description", "filters", "system_prompt", "templates",
-          "templates_per_paper", "text", "options"}
+          "templates_per_paper", "text", "options", "decontaminate"}
 
 
 def load(name_or_path: str) -> Spec:

@@ -21,7 +21,8 @@ from tests.fixtures_oai import arxiv_record, arxivraw_record, deleted_record, li
 ROOT = Path(__file__).resolve().parent.parent
 ABSTRACT = ("  We compute the one-loop correction to the $\\beta$-function of a\n"
             "gauge theory with $N_f$ flavours and find agreement with lattice data at\n"
-            "strong coupling, which constrains the infrared fixed point.\n")
+            "strong coupling, which constrains the infrared fixed point. The same bound holds\n"
+            "for every $N_f$ below the conformal window.\n")
 
 
 def rec(i: int, **kw) -> dict:
@@ -91,7 +92,7 @@ def test_chat_lines_are_axolotl_ready_and_templates_rotate(tmp_path, chat):
     build(chat, [str(src)], tmp_path / "out")
     out = all_out(tmp_path / "out")
     templates = {x["template"] for x in out}
-    assert templates == {"title_to_abstract", "abstract_to_title", "abstract_to_category", "problem_addressed"}
+    assert templates == {"title_to_abstract", "abstract_to_title", "abstract_to_category", "approach_and_findings"}
     for x in out:
         roles = [m["role"] for m in x["messages"]]
         assert roles == ["system", "user", "assistant"]
@@ -471,9 +472,11 @@ def test_line_renderer_bytes_equal_dumped_examples():
         render = contexts.line_renderer(spec)
         for i in range(40):
             p = paper_from_dict(rec(i, title=f"Über \"quoted\" \\emph{{x}} {i}", authors="G\\\"ahler"), "t")
-            pieces, n = render(p, i * 37)
-            want = [orjson.dumps(x) + b"\n" for x in contexts.render(spec, p, i * 37)]
-            assert b"".join(pieces) == b"".join(want) and n == len(want)
+            pieces, n, drop, skipped = render(p, i * 37)
+            examples, drop2, skipped2 = contexts.render_screened(spec, p, i * 37, lambda t: False)
+            want = [orjson.dumps(x) + b"\n" for x in examples]
+            assert b"".join(pieces) == b"".join(want) and n == len(want) and drop == drop2
+            assert sorted(skipped) == sorted(skipped2.elements())
 
 
 def test_parallel_run_is_split_into_ranges_and_merged_in_order(tmp_path, chat):
@@ -599,9 +602,9 @@ def test_line_renderer_fills_every_placeholder_like_render(tmp_path):
         p = paper_from_dict(rec(i, categories="physics.optics hep-th", license="http://x/", title=f"T{i}",
                                 authors="J. G\\\"ahler and {\\O}. Bro"), "t")
         p.extra["venue"] = f"Venue {i}"
-        pieces, n = render(p, i * 7)
+        pieces, n, drop, skipped = render(p, i * 7)
         want = [orjson.dumps(x) + b"\n" for x in contexts.render(spec, p, i * 7)]
-        assert b"".join(pieces) == b"".join(want) and n == 3
+        assert b"".join(pieces) == b"".join(want) and n == 3 and drop is None and not skipped
     assert b"Optics" in b"".join(render(p, names.index("primary_category_name"))[0])
 
 

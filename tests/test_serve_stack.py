@@ -327,3 +327,48 @@ def test_python_server_fallback(tiny_gguf, tmp_path):
         r = client.chat.completions.create(model=s.model, messages=MESSAGES, max_tokens=8)
         assert r.choices[0].message.role == "assistant"
         assert re.search(r"llama_cpp|Uvicorn|uvicorn", s.llama_log.read_text())
+
+
+def test_secrets_never_reach_process_lists_or_logs(stack):
+    """The API key, Open WebUI's secret and the admin password travel in the environment only."""
+    env = stack.webui_environment()
+    secrets_ = {
+        "api key": stack.api_key,
+        "webui secret": env["WEBUI_SECRET_KEY"],
+        "admin password": env["WEBUI_ADMIN_PASSWORD"],
+    }
+    # a request with the key, so that a server that logs request headers would have it in its log
+    OpenAI(base_url=stack.openai_base_url, api_key=stack.api_key).models.list()
+    pids = {stack.llama_proc.pid, stack.webui_proc.pid}
+    pids |= children_of(stack.llama_proc.pid) | children_of(stack.webui_proc.pid)
+    cmdlines = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                for pid in pids if alive(pid)}
+    assert len(cmdlines) >= 2
+    logs = {p.name: p.read_text(errors="replace") for p in (stack.llama_log, stack.webui_log)}
+    for what, value in secrets_.items():
+        assert len(value) >= 16
+        for pid, cmd in cmdlines.items():
+            assert value not in cmd, f"{what} visible in the command line of pid {pid}"
+        for name, text in logs.items():
+            assert value not in text, f"{what} written to {name}"
+
+
+def test_model_file_removed_while_serving_keeps_answering(tiny_gguf, tmp_path):
+    """llama.cpp maps the file: deleting (or replacing) it under a running server changes nothing."""
+    model = tmp_path / "moving.gguf"
+    model.write_bytes(tiny_gguf.read_bytes())
+    config = serving.StackConfig(model=model, webui=False, parallel=1, data_dir=tmp_path / "d")
+    with serving.LocalStack(config) as s:
+        client = OpenAI(base_url=s.openai_base_url, api_key=s.api_key)
+        before = client.chat.completions.create(
+            model=s.model, messages=MESSAGES, max_tokens=8, temperature=0, seed=1
+        )
+        model.unlink()
+        after = client.chat.completions.create(
+            model=s.model, messages=MESSAGES, max_tokens=8, temperature=0, seed=1
+        )
+        assert after.choices[0].message.content == before.choices[0].message.content
+        assert s.llama_proc.poll() is None
+    # started again on the missing file, the stack refuses in one line instead of a traceback
+    with pytest.raises(serving.ServeError, match="moving.gguf"):
+        serving.LocalStack(config).start()
