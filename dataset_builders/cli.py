@@ -9,7 +9,15 @@ from pathlib import Path
 from qwenphysics.core.errors import UserError
 from qwenphysics.core.processes import sigterm_as_interrupt
 
+from . import harvest, sample
+from . import spec as spec_mod
+from .output import check_out
+from .pipeline import build
+from .qa import build as qa_build
+from .qa import reading
+from .readers import check_inputs
 from .records import InputError
+from .snapshot import tune_malloc
 
 EPILOG = """examples:
   python -m dataset_builders build --spec abstracts-chat --input arxiv-metadata-oai-snapshot.json --out data/abstracts-chat
@@ -33,14 +41,27 @@ def _add_build(sub) -> None:
                    help="worker processes (default: one per core): metadata specs split plain, "
                         "uncompressed snapshot files among them; full-text specs clean source shards "
                         "in parallel. The output is identical for any N")
+    t = p.add_argument_group("teacher (physics-qa)")
+    t.add_argument("--teacher-gguf", type=Path, metavar="MODEL.gguf",
+                   help="start llama.cpp's server on this GGUF as the teacher (e.g. Qwen2.5-14B-Instruct Q4_K_M)")
+    t.add_argument("--teacher-url", action="append", default=[], metavar="URL",
+                   help="an OpenAI-compatible server instead (…/v1); repeat to spread the load")
+    t.add_argument("--teacher-model", help="model name to request (default: the server's first model)")
+    t.add_argument("--teacher-key-env", default="TEACHER_API_KEY", metavar="VAR",
+                   help="environment variable holding the teacher's API key (default: TEACHER_API_KEY)")
+    t.add_argument("--teacher-parallel", type=int, default=4, metavar="N",
+                   help="slots of the server started on --teacher-gguf (default 4)")
+    t.add_argument("--teacher-ctx", type=int, default=4096, metavar="TOKENS", help="context per slot (default 4096)")
+    t.add_argument("--teacher-concurrency", type=int, default=None, metavar="N",
+                   help="requests in flight per URL (default: the slots llama.cpp reports, else 4)")
+    t.add_argument("--teacher-timeout", type=float, default=600.0, metavar="S", help="per request (default 600)")
+    t.add_argument("--teacher-retries", type=int, default=3, metavar="N", help="per request, with backoff (default 3)")
+    t.add_argument("--teacher-cache", type=Path, default=None, metavar="PATH",
+                   help="answer cache (default: $QWENPHYSICS_CACHE/teacher-cache.sqlite); reruns ask nothing twice")
+    t.add_argument("--max-papers", type=int, default=None, metavar="N", help="ask about the first N selected papers only")
 
 
 def cmd_build(args) -> int:
-    from . import spec as spec_mod
-    from .output import check_out
-    from .pipeline import build
-    from .readers import check_inputs
-
     spec = spec_mod.load(args.spec)
     if spec.source != "metadata":
         from . import fulltext  # noqa: F401  (full-text and mixture contexts)
@@ -49,12 +70,24 @@ def cmd_build(args) -> int:
     check_inputs(args.input)
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
+    generator = spec.options.get("generator")
+    if generator == "teacher":
+        opts = qa_build.TeacherOptions(
+            urls=args.teacher_url, model=args.teacher_model, key_env=args.teacher_key_env, gguf=args.teacher_gguf,
+            parallel=args.teacher_parallel, ctx_per_slot=args.teacher_ctx, concurrency=args.teacher_concurrency,
+            timeout=args.teacher_timeout, retries=args.teacher_retries, cache=args.teacher_cache,
+            max_papers=args.max_papers, log=args.out.parent / f"{args.out.name}.teacher.log")
+        qa_build.check_options(opts)
+        check_out(args.out, args.input)
+        res = qa_build.build_physics_qa(spec, args.input, args.out, opts, limit=args.limit,
+                                        progress=not args.no_progress, hash_inputs=not args.no_input_hash)
+        summarize(res.manifest, res.seconds, args.out)
+        return 0
     check_out(args.out, args.input)
-    from .snapshot import tune_malloc
-
     tune_malloc()  # this process exists to build
     res = build(spec, args.input, args.out, limit=args.limit, progress=not args.no_progress,
-                hash_inputs=not args.no_input_hash, workers=args.workers)
+                hash_inputs=not args.no_input_hash, workers=args.workers,
+                render=reading.render if generator == "reading" else None)
     summarize(res.manifest, res.seconds, args.out)
     return 0
 
@@ -75,8 +108,6 @@ def summarize(manifest: dict, seconds: float, out: Path) -> None:
 
 
 def cmd_list_specs(args) -> int:
-    from . import spec as spec_mod
-
     for name in spec_mod.list_specs():
         s = spec_mod.load(name)
         print(f"{name:24s} {s.format:10s} {s.description.splitlines()[0] if s.description else ''}")
@@ -89,8 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     _add_build(sub)
     sub.add_parser("list-specs", help="list the training-context specs")
-    from . import harvest, sample
-
     harvest.add_parser(sub)
     sample.add_parser(sub)
     try:

@@ -94,7 +94,7 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
     token statistics instead of sampling them (a renderer that counted every example's tokens).
     """
     contexts.check_templates(spec)
-    checks = build_filters(spec.filters)
+    build_filters(spec.filters)  # a bad filter fails before any work
     counts = counts if counts is not None else Counter()
     input_issues = input_issues if input_issues is not None else []
     workers = snapshot.default_workers() if workers is None else workers
@@ -134,8 +134,7 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
                                 progress=tick)
         else:
             start_threads()
-            _run_serial(spec, inputs, limit, [c for _, c in checks], papers, render, writer,
-                        counts, input_issues, tick)
+            _run_serial(spec, inputs, limit, papers, render, writer, counts, input_issues, tick)
         if bar is not None:
             bar.n = counts["read"]
             bar.close()
@@ -162,14 +161,15 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
     return BuildResult(out=out, manifest=manifest, seconds=seconds, counts=dict(counts))
 
 
-def _run_serial(spec: Spec, inputs: list[str], limit: int | None, checks, papers, render, writer: SplitWriter,
-                counts: Counter, input_issues: list, progress: Callable[[int], None]) -> None:
+def select(spec: Spec, source: Iterable[Paper], counts: Counter,
+           progress: Callable[[int], None] | None = None) -> Iterator[tuple[Paper, int]]:
+    """The papers that enter a context, with their split buckets: filters, normalisation, then
+    one base id and one normalised title + abstract each (the first wins); every paper left
+    out is counted under its reason."""
+    checks = [c for _, c in build_filters(spec.filters)]
     ids, contents = KeySet(), KeySet()
-    check = contexts.contamination.for_spec(spec).check
-    source = papers if papers is not None else iter_papers(inputs, limit, counts, input_issues,
-                                                           prefilter=category_check(spec.filters))
     for i, p in enumerate(source):
-        if (i & 4095) == 0:
+        if progress is not None and (i & 4095) == 0:
             progress(counts["read"])
         reason = first_failure(checks, p)
         if reason:
@@ -182,7 +182,15 @@ def _run_serial(spec: Spec, inputs: list[str], limit: int | None, checks, papers
         if not contents.add_new(content_key(p.title, p.abstract)):
             counts["drop:duplicate_content"] += 1
             continue
-        b = bucket(p.id)
+        yield p, bucket(p.id)
+
+
+def _run_serial(spec: Spec, inputs: list[str], limit: int | None, papers, render, writer: SplitWriter,
+                counts: Counter, input_issues: list, progress: Callable[[int], None]) -> None:
+    check = contexts.contamination.for_spec(spec).check
+    source = papers if papers is not None else iter_papers(inputs, limit, counts, input_issues,
+                                                           prefilter=category_check(spec.filters))
+    for p, b in select(spec, source, counts, progress):
         if render is None:  # a metadata spec
             examples, drop, example_drops = contexts.render_screened(spec, p, b, check)
         else:

@@ -17,6 +17,8 @@ from .records import InputError
 SPEC_DIR = Path(__file__).parent / "specs"
 FORMATS = ("chat", "completion")
 SOURCES = ("metadata", "fulltext", "mixture")
+# Contexts whose examples are not templates: a teacher model's Q&A, reading-comprehension tasks.
+GENERATORS = ("teacher", "reading")
 
 
 @dataclass
@@ -86,8 +88,13 @@ def load(name_or_path: str) -> Spec:
         if not isinstance(t, dict) or not {"id", "user", "assistant"} <= set(t):
             raise InputError(f"{path}: templates[{i}] needs id, user and assistant")
         templates.append(Template(str(t["id"]), str(t["user"]), str(t["assistant"])))
-    if raw["format"] == "chat" and source == "metadata" and not templates:
-        raise InputError(f"{path}: a chat spec needs at least one entry under 'templates'")
+    options = dict(raw.get("options") or {})
+    generator = options.get("generator")
+    if generator is not None and generator not in GENERATORS:
+        raise InputError(f"{path}: options.generator must be one of {GENERATORS}, not '{generator}'")
+    if raw["format"] == "chat" and source == "metadata" and not templates and generator is None:
+        raise InputError(f"{path}: a chat spec needs at least one entry under 'templates' "
+                         f"(or options.generator: one of {GENERATORS})")
     tpp = int(raw.get("templates_per_paper", 1))
     if templates and not 1 <= tpp <= len(templates):
         raise InputError(f"{path}: templates_per_paper must be between 1 and {len(templates)}")
@@ -96,6 +103,6 @@ def load(name_or_path: str) -> Spec:
         description=str(raw.get("description", "")).strip(),
         filters=FilterSpec.from_dict(raw.get("filters"), str(path)),
         system_prompt=raw.get("system_prompt"), templates=templates, templates_per_paper=tpp,
-        text=str(raw.get("text", "{title}\n\n{abstract}")), options=dict(raw.get("options") or {}),
+        text=str(raw.get("text", "{title}\n\n{abstract}")), options=options,
         path=path, raw=raw,
     )

@@ -146,3 +146,58 @@ def llama_server(tiny_gguf, tmp_path_factory):
 
     yield Server()
     stack.stop()
+
+
+def qa_test_spec(path: Path) -> Path:
+    """physics-qa with bounds a random-weight teacher can meet: one short pair per paper, and
+    no grounding or near-duplicate rule (the tiny model writes gibberish, in valid JSON)."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "dataset_builders" / "specs" / "physics-qa.yml").read_text())
+    raw["options"].update({
+        "pairs_per_paper": 1, "max_text_chars": 600,
+        "sampling": {"temperature": 0.3, "top_p": 0.9, "max_tokens": 160},
+        "pair_rules": {"min_question_chars": 1, "max_question_chars": 60, "min_answer_chars": 1,
+                       "max_answer_chars": 120, "min_grounding": 0.0, "near_duplicate": 1.01}})
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def qa_test_input(sample_dir: Path, path: Path, n_train: int = 14) -> Path:
+    """A slice of the sample with papers in every split (the teacher is slow on CPU)."""
+    import json
+
+    from dataset_builders.split import split_of
+
+    picked, train = [], 0
+    for line in (sample_dir / "arxiv-metadata-sample.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if "physics" not in r.get("categories", "") and not any(
+                c.split(".")[0] in ("hep-th", "hep-ph", "gr-qc", "quant-ph", "astro-ph", "cond-mat")
+                for c in r.get("categories", "").split()):
+            continue
+        s = split_of(r["id"]) if r.get("id") else None
+        if s in ("validation", "test") or (s == "train" and train < n_train):
+            train += s == "train"
+            picked.append(line)
+    path.write_text("\n".join(picked) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def qa_build(sample_dir, tiny_gguf, tmp_path_factory):
+    """physics-qa built from a slice of the sample with the tiny GGUF as the teacher (llama.cpp's
+    server started by the builder): .out, .cache, .spec, .input, .gguf."""
+    work = tmp_path_factory.mktemp("physics-qa")
+
+    class Build:
+        spec = qa_test_spec(work / "physics-qa-test.yml")
+        input = qa_test_input(sample_dir, work / "slice.jsonl")
+        out = work / "physics-qa"
+        cache = work / "teacher.sqlite"
+        gguf = tiny_gguf
+
+    run([sys.executable, "-m", "dataset_builders", "build", "--spec", Build.spec, "--input", Build.input,
+         "--out", Build.out, "--teacher-gguf", tiny_gguf, "--teacher-cache", Build.cache, "--no-progress"],
+        timeout=900)
+    return Build

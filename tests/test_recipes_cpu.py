@@ -41,8 +41,9 @@ SMOKE = dict(max_steps=2, save_steps=2, sequence_len=512, gradient_accumulation_
 class CpuData:
     """Training contexts built on demand from the sample with the builders' own CLI."""
 
-    def __init__(self, root: Path, sample: Path):
+    def __init__(self, root: Path, sample: Path, teacher_built=None):
         self.root, self.sample = root, sample
+        self.teacher_built = teacher_built  # () -> a physics-qa build (tests.conftest.qa_build)
 
     def ensure(self, cfg: dict) -> Path:
         from dataset_builders import spec as spec_mod
@@ -53,6 +54,9 @@ class CpuData:
             if (out / "manifest.json").exists():
                 continue
             spec = spec_mod.load(context)  # a missing spec fails here, naming itself
+            if spec.options.get("generator") == "teacher":  # built once, with the tiny teacher
+                shutil.copytree(self.teacher_built().out, out)
+                continue
             inputs = ["--input", self.sample / "arxiv-metadata-sample.jsonl"]
             if spec.source != "metadata":  # full text and mixtures read the LaTeX sources
                 inputs += ["--input", self.sample / "src"]
@@ -62,8 +66,9 @@ class CpuData:
 
 
 @pytest.fixture(scope="session")
-def cpu_data(sample_dir, tmp_path_factory) -> CpuData:
-    return CpuData(tmp_path_factory.mktemp("cpu-data"), sample_dir)
+def cpu_data(sample_dir, tmp_path_factory, request) -> CpuData:
+    return CpuData(tmp_path_factory.mktemp("cpu-data"), sample_dir,
+                   teacher_built=lambda: request.getfixturevalue("qa_build"))
 
 
 @pytest.fixture(scope="session")
@@ -235,6 +240,10 @@ for _rel in sorted(IDS, key=lambda r: (r != DEFAULT, r)):
     RUNS_FOR.setdefault(SIGNATURES[_rel], _rel)
 
 
+# output_dir -> the recipe that writes it (what a stage-2 recipe's lora_model_dir names)
+STAGE_OF = {load_recipe(RECIPES_DIR / rel)["output_dir"]: rel for rel in IDS}
+
+
 @pytest.fixture(scope="session")
 def smoke_runs() -> dict:
     return {}
@@ -248,6 +257,11 @@ def smoke(rel, runs, request, tiny_model_dir, cpu_data, shared_prepared, tmp_pat
     if ran not in runs:
         work = tmp_path_factory.mktemp(Path(ran).stem)
         path, cpu = cpu_recipe(ran, work, cpu_data, tiny_model_dir, shared_prepared)
+        if cpu.get("lora_model_dir"):  # a stage 2: train its stage 1 first, continue its adapter
+            stage1 = STAGE_OF[cpu["lora_model_dir"]]
+            cpu["lora_model_dir"] = str(smoke(stage1, runs, request, tiny_model_dir, cpu_data,
+                                              shared_prepared, tmp_path_factory)["out"])
+            path = write_recipe(cpu, path)
         # the recipe's own launch command (a Ray recipe without Ray: the same entry point)
         axolotl(TRAIN_BIN / "accelerate", "launch", "-m", "axolotl.cli.train", path,
                 log=work / "train.log")
@@ -268,6 +282,48 @@ def test_recipe_trains_on_cpu(recipe, smoke_runs, request, tiny_model_dir, cpu_d
     if r["recipe"] != DEFAULT:
         assert_trained(r["out"], r["steps"])
     assert all_finite(logged_losses(r["state"]))
+
+
+def read_safetensors(path: Path) -> dict:
+    """name -> numpy array, from the file's JSON header and offsets (F32/F16/BF16)."""
+    import numpy as np
+
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = t["data_offsets"]
+        buf = raw[8 + n + a:8 + n + b]
+        if t["dtype"] == "BF16":
+            arr = (np.frombuffer(buf, np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            arr = np.frombuffer(buf, {"F32": np.float32, "F16": np.float16}[t["dtype"]])
+        out[name] = arr.reshape(t["shape"])
+    return out
+
+
+def test_staged_recipe_continues_its_stage_one_adapter(smoke_runs, request, tiny_model_dir, cpu_data,
+                                                       shared_prepared, tmp_path_factory):
+    staged = "qwen3b-physics-qa-staged.yml"
+    r = smoke(staged, smoke_runs, request, tiny_model_dir, cpu_data, shared_prepared, tmp_path_factory)
+    stage1 = smoke_runs[STAGE_OF[load_recipe(RECIPES_DIR / staged)["lora_model_dir"]]]
+    cfg = load_recipe(r["cfg_path"])
+    assert cfg["lora_model_dir"] == str(stage1["out"])
+    alone = smoke("qwen3b-physics-qa.yml", smoke_runs, request, tiny_model_dir, cpu_data, shared_prepared,
+                  tmp_path_factory)
+    a = read_safetensors(stage1["out"] / "adapter_model.safetensors")
+    b = read_safetensors(r["out"] / "adapter_model.safetensors")
+    q = read_safetensors(alone["out"] / "adapter_model.safetensors")
+    assert a.keys() == b.keys() == q.keys()
+    lora_b = [k for k in a if "lora_B" in k]
+    assert any(abs(a[k]).max() > 0 for k in lora_b), "stage 1 moved lora_B away from zero"
+    assert any((a[k] != b[k]).any() for k in lora_b), "stage 2 trained further"
+    # the same data, seed and steps from a fresh adapter give other weights: stage 2 began
+    # from stage 1's adapter, not from a new one
+    assert any((q[k] != b[k]).any() for k in a)
 
 
 @pytest.mark.parametrize("recipe", sorted(MERGED))
