@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from dataset_builders import cli, contexts
-from dataset_builders import spec as spec_mod
 from dataset_builders.contamination import Contamination
 from dataset_builders.qa.pairs import PairFilter, PairRules, parse
 from dataset_builders.qa.reading import GAP, mine
