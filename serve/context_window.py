@@ -1,0 +1,58 @@
+"""
+title: QwenPhysics context window
+description: Keeps every request inside the llama server's per-chat context: the system prompt and the newest messages that fit, older ones left out (the answer budget is reserved).
+version: 1
+"""
+
+# An Open WebUI filter function, installed and switched on for every model by the provisioning
+# (`scripts/serve.py provision`, `qwenphysics.serving.provision_context_filter`). Open WebUI
+# sends a whole conversation to an OpenAI-compatible server, and llama.cpp's server refuses a
+# request longer than its context with an error that replaces the answer. This filter trims
+# the conversation first: the system prompt always, then messages from the newest back while
+# they fit in CONTEXT_TOKENS - ANSWER_TOKENS - MARGIN_TOKENS; a newest message that alone is
+# too long keeps its beginning and end. Tokens are estimated from characters (LaTeX-heavy
+# physics text runs ~3 characters per Qwen2.5 token; CHARS_PER_TOKEN errs short).
+
+from pydantic import BaseModel, Field
+
+
+class Filter:
+    class Valves(BaseModel):
+        context_tokens: int = Field(default=8192, description="the llama server's context per chat (CTX_SIZE)")
+        answer_tokens: int = Field(default=2048, description="room kept for the answer (the preset's max_tokens)")
+        margin_tokens: int = Field(default=256, description="chat template and estimate error")
+        chars_per_token: float = Field(default=2.5, description="a cautious estimate")
+
+    def __init__(self):
+        self.valves = self.Valves()
+
+    def _tokens(self, message: dict) -> int:
+        content = message.get("content")
+        if isinstance(content, list):  # multi-part content: count its text parts
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return int(len(str(content or "")) / self.valves.chars_per_token) + 8
+
+    def inlet(self, body: dict, __user__: dict | None = None) -> dict:
+        messages = body.get("messages") or []
+        if not messages:
+            return body
+        v = self.valves
+        answer = min(int(body.get("max_tokens") or v.answer_tokens), v.context_tokens // 2)
+        budget = v.context_tokens - answer - v.margin_tokens
+        system = [m for m in messages if m.get("role") == "system"]
+        rest = [m for m in messages if m.get("role") != "system"]
+        used = sum(self._tokens(m) for m in system)
+        kept: list[dict] = []
+        for m in reversed(rest):
+            need = self._tokens(m)
+            if used + need > budget:
+                if not kept and isinstance(m.get("content"), str):  # the newest message alone is too long
+                    room = max(64, int((budget - used) * v.chars_per_token))
+                    text = m["content"]
+                    m = {**m, "content": text[: room // 2] + "\n[...]\n" + text[-room // 2:]}
+                    kept.append(m)
+                break
+            kept.append(m)
+            used += need
+        body["messages"] = system + kept[::-1]
+        return body
