@@ -31,8 +31,8 @@ def _add_build(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     p.add_argument("--spec", required=True, help="spec name (see list-specs) or path to a .yml spec")
     p.add_argument("--input", action="append", default=[], metavar="PATH",
-                   help="Kaggle snapshot (.json/.jsonl, .gz, .zst), OAI-PMH pages (.xml file or folder), "
-                        "or hf:<dataset id>[@split]; repeatable, earlier inputs win duplicates")
+                   help="hf:<dataset id>[@split], a Kaggle snapshot (.json/.jsonl, .gz, .zst), or OAI-PMH "
+                        "pages (.xml file or folder); repeatable, earlier inputs win duplicates")
     p.add_argument("--out", required=True, type=Path, help="output folder (replaced atomically)")
     p.add_argument("--limit", type=int, default=None, help="read at most N records (debugging)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
