@@ -3,8 +3,9 @@
 An example is `contaminated` when its text contains a run of `NGRAM` words (or a whole
 question, when the question is shorter) taken from an evaluation question or its reference
 answer (`qwenphysics/evaluation/physics_qa.yml`, plus any files a spec adds under
-`decontaminate:`). Text is compared lower-cased, with ASCII punctuation and runs of
-whitespace read as one space, so line breaks, a question mark or a comma do not hide a copy.
+`decontaminate:`). Text is compared lower-cased, without ASCII punctuation, with hyphens,
+slashes and runs of whitespace read as one space, so line breaks, a question mark or a comma
+do not hide a copy.
 The search is one Aho-Corasick pass over the bytes (`ahocorasick_rs`), whatever the number
 of n-grams.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import string
+from bisect import bisect_right
 from pathlib import Path
 
 import ahocorasick_rs
@@ -25,15 +27,18 @@ from .records import InputError
 NGRAM = 8
 MIN_WORDS = 4  # a shorter question ("What is light?") is too common a phrase to flag
 
-_FOLD = bytes(
-    c + 32 if 65 <= c <= 90 else 32 if (chr(c) in string.punctuation or chr(c).isspace()) else c
-    for c in range(256)
-)
+_SPACE = set(string.whitespace) | set("-/")  # word separators
+_FOLD = bytes(c + 32 if 65 <= c <= 90 else 32 if chr(c) in _SPACE else c for c in range(256))
+_DELETE = "".join(c for c in string.punctuation if c not in _SPACE).encode()
 
 
 def fold(text: str) -> bytes:
-    """Lower-case ASCII, punctuation and whitespace runs as one space, framed by spaces."""
-    return b" " + b" ".join(text.encode("utf-8", "replace").translate(_FOLD).split()) + b" "
+    """Lower-case ASCII, other ASCII punctuation deleted, words separated by one space,
+    framed by spaces (`"Zeta-function?"` -> `b" zeta function "`). One C pass for most texts."""
+    y = text.encode("utf-8", "replace").translate(_FOLD, _DELETE)
+    if b"  " in y:
+        y = b" ".join(y.split())
+    return b" " + y.strip() + b" "
 
 
 def ngrams(text: str, n: int = NGRAM) -> set[bytes]:
@@ -72,14 +77,23 @@ class Contamination:
             for text in _texts_of(path):
                 grams |= ngrams(text)
         self.size = len(grams)
-        self._ac = ahocorasick_rs.BytesAhoCorasick(sorted(grams)) if grams else None
+        self._ac = (ahocorasick_rs.BytesAhoCorasick(sorted(grams), implementation=ahocorasick_rs.Implementation.DFA)
+                    if grams else None)
 
     def check(self, text: str) -> bool:
         ac = self._ac
         return ac is not None and bool(ac.find_matches_as_indexes(fold(text)))
 
-    def check_any(self, *texts: str) -> bool:
-        return any(self.check(t) for t in texts)
+    def check_folded(self, folded: bytearray, starts: list[int]) -> set[int]:
+        """Indices of the texts that overlap, given the `fold`ed texts one after another in
+        `folded` (each ends with the space `fold` puts there, so no pattern spans two) and
+        where each starts: one search over all of them (a call per text would cost more than
+        the search itself)."""
+        ac = self._ac
+        if ac is None or not starts:
+            return set()
+        hits = ac.find_matches_as_indexes(folded)
+        return {bisect_right(starts, start) - 1 for _, start, _ in hits}
 
     def describe(self) -> dict:
         return {"ngram_words": NGRAM, "min_question_words": MIN_WORDS, "ngrams": self.size,

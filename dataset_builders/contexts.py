@@ -7,7 +7,8 @@ Every example is screened before it is written, in every context (`screen`):
 * `answer_in_prompt`: an assistant turn whose text (case and spacing aside) is already in the
   turns before it teaches copying, not physics: the example is dropped;
 * `contaminated`: an example that overlaps the evaluation questions (`contamination`) drops
-  its whole paper.
+  its whole paper; in the template contexts the paper's title and abstract are what is
+  checked (once per paper, before its examples).
 A paper left with no example is dropped under the reason of its last example.
 """
 
@@ -63,12 +64,26 @@ PLACEHOLDERS = ("id", "title", "abstract", "abstract_lead", "abstract_opening", 
 
 
 def _flat(text: str) -> str:
-    return " ".join(text.split()).casefold()
+    """Case-folded, every run of whitespace one space (as `" ".join(text.split())`)."""
+    t = text.replace("\n", " ").replace("\t", " ")
+    if not t.isprintable():  # other whitespace (NBSP, thin spaces, CR, ...): the general way
+        return " ".join(text.split()).casefold()
+    while "  " in t:
+        t = t.replace("  ", " ")
+    return t.strip(" ").casefold()
 
 
 def copies_prompt(prompt: str, answer: str) -> bool:
     """True when `answer`, compared without case and spacing differences (and a final full
     stop), is contained in `prompt`."""
+    # cheap refusals first: title -> abstract (the common case) stops at the length test
+    if len(answer) > 2 * len(prompt) + 1:  # flattening at most halves a text: cannot fit
+        return False
+    words = answer.split()
+    if not words:
+        return False
+    if max(words, key=len).rstrip(".").casefold() not in prompt.casefold():  # a word the answer needs is absent
+        return False
     a = _flat(answer).rstrip(" .")
     return bool(a) and a in _flat(prompt)
 
@@ -158,8 +173,10 @@ def render_screened(spec: Spec, paper: Paper, bucket: int, check) -> tuple[list[
     screened out (say, a one-sentence abstract leaves `{abstract_rest}` empty) gives way to the
     next template of the rotation, so the paper still gets `templates_per_paper` examples
     when the templates allow; each example given up is counted under its reason."""
+    if check(paper.title + "\n" + paper.abstract):
+        return [], "contaminated", Counter()
     if spec.format == "completion":
-        return screen(render(spec, paper, bucket), check)
+        return screen(render(spec, paper, bucket), lambda t: False)
     f = Fields(paper)
     templates, want = spec.templates, spec.templates_per_paper
     n = len(templates)
@@ -170,9 +187,7 @@ def render_screened(spec: Spec, paper: Paper, bucket: int, check) -> tuple[list[
         if len(kept) == want:
             break
         ex = chat_example(spec, templates[(bucket + j) % n], f, paper.id)
-        reason = screen_messages(ex["messages"], check)
-        if reason == "contaminated":
-            return [], reason, Counter()
+        reason = screen_messages(ex["messages"], lambda t: False)
         if reason:
             skipped[reason] += 1
             last = reason
@@ -200,9 +215,9 @@ def line_renderer(spec: Spec):
     `orjson.dumps(example) + b"\\n"` for each written example in turn, assembled from
     pre-serialised parts (no per-example dicts, no copies until the caller joins a whole
     block); `n` lines, the paper's drop reason (None when it is kept) and the reasons its
-    other examples were dropped for."""
+    other examples were dropped for. Contamination is the caller's to check, on the paper's
+    title and abstract, as `render_screened` does (`snapshot` checks a whole block at once)."""
     dumps = orjson.dumps
-    check = contamination.for_spec(spec).check
     if spec.format == "completion":
         text = spec.text
 
@@ -210,8 +225,6 @@ def line_renderer(spec: Spec):
             t = text.format_map(Fields(paper))
             if not t.strip():
                 return [], 0, "empty_text", ()
-            if check(t):
-                return [], 0, "contaminated", ()
             return [b'{"text":', dumps(t), b',"id":', dumps(paper.id), b"}\n"], 1, None, ()
 
         return completion
@@ -251,8 +264,6 @@ def line_renderer(spec: Spec):
             if copies_prompt(u, a):
                 skipped += ("answer_in_prompt",)
                 continue
-            if check(u) or check(a):
-                return [], 0, "contaminated", ()
             out += (head, dumps(u), mid, dumps(a), tail_id, tail)
             written += 1
         if not written:

@@ -108,6 +108,7 @@ class BlockProcessor:
         f = spec.filters
         self.want_date = bool(f.date_from or f.date_to) or "year" in contexts.placeholders_used(spec)
         self.render = contexts.line_renderer(spec)
+        self.contamination = contexts.contamination.for_spec(spec)
 
     def _judge(self, cats: bytes) -> str | None:
         """The prefilter's verdict on a raw categories string, remembered for the next line."""
@@ -125,6 +126,9 @@ class BlockProcessor:
         splits, nlines = array("B"), array("i")
         render_drops: list[tuple[int, str]] = []
         example_drops: list[tuple[int, tuple[str, ...]]] = []
+        folded = bytearray()  # title + abstract of every record rendered, folded, for contamination
+        folded_at: list[int] = []
+        fold = contexts.contamination.fold
         out: list[list[bytes]] = [[] for _ in SPLITS]
         prefilter = self._judge if self.prefilter is not None else None
         checks_all, checks_pre = self.checks, self.checks_prefiltered
@@ -165,6 +169,8 @@ class BlockProcessor:
             b = bucket(p.id)
             s = _SPLIT_OF_BUCKET[b]
             pieces, k, drop, skipped = render(p, b)
+            folded_at.append(len(folded))
+            folded += fold(p.title + "\n" + p.abstract)
             if drop is not None:
                 render_drops.append((len(nlines), drop))
             elif skipped:
@@ -175,6 +181,10 @@ class BlockProcessor:
             splits.append(s)
             nlines.append(k)
         counts["read"] += read
+        dirty = self.contamination.check_folded(folded, folded_at)
+        if dirty:  # rare: such a record's lines stay in `out` and the merger cuts them out
+            render_drops = sorted({**dict(render_drops), **{i: "contaminated" for i in dirty}}.items())
+            example_drops = [(i, r) for i, r in example_drops if i not in dirty]
         return Block(counts, np.frombuffer(ids, dtype=np.int64), np.frombuffer(keys, dtype=np.int64),
                      np.frombuffer(splits, dtype=np.uint8),
                      np.frombuffer(nlines, dtype=np.int32),

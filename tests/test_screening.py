@@ -107,7 +107,7 @@ def test_contamination_matches_despite_case_punctuation_and_line_breaks():
     assert c.check("so,\nwhat   IS the Riemann zeta-function ? we ask")
     assert not c.check("The Riemann hypothesis concerns the zeros of a function.")
     assert not c.check("What is the")  # fewer words than any protected n-gram
-    assert fold("A,b\n\tC") == b" a b c "
+    assert fold("A, b\n\tC-d") == b" a b c d "
 
 
 def test_contamination_screens_every_context_kind():
