@@ -147,3 +147,24 @@ def test_spec_can_add_question_files_or_turn_decontamination_off(tmp_path):
     (tmp_path / "b.yml").write_text(yaml.safe_dump(raw))
     m = routes(spec_mod.load(str(tmp_path / "b.yml")), rows, tmp_path / "b")["serial"]
     assert m["counts"]["kept"] == 10 and m["decontamination"]["ngrams"] == 0
+
+
+def test_flat_fast_path_equals_the_general_form():
+    import random
+
+    rng = random.Random(0)
+    chars = "ab É\n\t\r\xa0\u2009ßx.  \x0b\x1f"
+    for _ in range(20000):
+        s = "".join(rng.choice(chars) for _ in range(rng.randint(0, 20)))
+        assert contexts._flat(s) == " ".join(s.split()).casefold(), repr(s)
+
+
+def test_block_search_finds_each_contaminated_text():
+    c = Contamination([EVALUATION_QUESTIONS])
+    texts = ["clean one", f"x {ZETA_Q} y", "clean two", "also clean", ZETA_REF]
+    folded, starts = bytearray(), []
+    for t in texts:
+        starts.append(len(folded))
+        folded += fold(t)
+    assert c.check_folded(folded, starts) == {1, 4}
+    assert c.check_folded(bytearray(), []) == set()
