@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Seed defaults of the chat model; the preset and the server flags are built from these.
 TEMPERATURE = 0.1
-CTX_SIZE = 4096
+CTX_SIZE = 8192  # per chat: a long answer (ANSWER_TOKENS) and the turns before it
 STOP = ("<|im_end|>",)
 STREAM = True
 PARALLEL = 4  # server slots: concurrent chats served at once (more queue)
@@ -50,6 +50,13 @@ SERVE_VENV = REPO_ROOT / ".venv-serve"
 # Open WebUI settings shared by docker-compose.yml and the local stack (a test pins them
 # together): no Ollama, nothing fetched from a model hub, no telemetry or update checks,
 # the physics preset selected by default. Auth is on unless a local demo turns it off.
+TITLE_PROMPT = (
+    "Write a concise title of 3-6 words for this physics conversation, in its language. "
+    'Reply with JSON only: {"title": "..."}\n\n{{MESSAGES:END:2|middletruncate:1500}}'
+)
+CONTEXT_FILTER_FILE = REPO_ROOT / "serve" / "context_window.py"
+CONTEXT_FILTER_ID = "qwenphysics_context_window"
+
 WEBUI_SETTINGS: dict[str, str] = {
     "ENABLE_OLLAMA_API": "False",
     "OFFLINE_MODE": "True",
@@ -63,6 +70,11 @@ WEBUI_SETTINGS: dict[str, str] = {
     "DEFAULT_MODELS": "qwenphysics-physics",
     "ENABLE_TAGS_GENERATION": "False",
     "ENABLE_FOLLOW_UP_GENERATION": "False",
+    # The title request quotes the last two messages: each cut to 1,500 characters (middle
+    # left out), so it fits the context whatever the answer's length.
+    "TITLE_GENERATION_PROMPT_TEMPLATE": TITLE_PROMPT,
+    # First sign-in lands in the chat: no release-notes dialog, for the admin or anyone else.
+    "DEFAULT_INTERFACE_SETTINGS": '{"showChangelog": false}',
     # One connection per request to the llama server: it drops idle keep-alive connections
     # after 5 s, Open WebUI's pool keeps them 15 s, and a request racing the drop fails
     # ("Server Connection Error", about 1 in 300 chats under load without this).
@@ -471,6 +483,39 @@ def provision_preset(
         time.sleep(1)
 
 
+def provision_context_filter(
+    webui_url: str, token: str, ctx_size: int, answer_tokens: int, path: Path = CONTEXT_FILTER_FILE
+) -> None:
+    """Install (or update) the context-window filter, switch it on for every model and set its
+    budget: a conversation longer than `ctx_size` loses its oldest turns instead of failing.
+    Idempotent."""
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ServeError(f"{path} is missing ({e.strerror}): restore serve/context_window.py") from None
+    form = {"id": CONTEXT_FILTER_ID, "name": "QwenPhysics context window", "content": content,
+            "meta": {"description": "Keeps each request inside the llama server's context per chat."}}
+    base = f"{webui_url}/api/v1/functions"
+    status, body = http_json("GET", f"{base}/id/{CONTEXT_FILTER_ID}", token=token)
+    if status == 200 and isinstance(body, dict):
+        status, body = http_json("POST", f"{base}/id/{CONTEXT_FILTER_ID}/update", form, token=token)
+    else:
+        status, body = http_json("POST", f"{base}/create", form, token=token)
+    if status != 200 or not isinstance(body, dict):
+        raise ServeError(f"Open WebUI refused the context filter ({status}: {body}): sign in as an admin")
+    valves = {"context_tokens": ctx_size, "answer_tokens": answer_tokens}
+    status, body = http_json("POST", f"{base}/id/{CONTEXT_FILTER_ID}/valves/update", valves, token=token)
+    if status != 200:
+        raise ServeError(f"Open WebUI refused the context filter's settings ({status}: {body})")
+    for flag, path_ in (("is_active", "toggle"), ("is_global", "toggle/global")):
+        status, body = http_json("GET", f"{base}/id/{CONTEXT_FILTER_ID}", token=token)
+        if status == 200 and isinstance(body, dict) and not body.get(flag):
+            http_json("POST", f"{base}/id/{CONTEXT_FILTER_ID}/{path_}", None, token=token)
+    status, body = http_json("GET", f"{base}/id/{CONTEXT_FILTER_ID}", token=token)
+    if not (status == 200 and isinstance(body, dict) and body.get("is_active") and body.get("is_global")):
+        raise ServeError(f"Open WebUI did not switch the context filter on ({status}: {body})")
+
+
 # --------------------------------------------------------------------------------------------
 # Processes
 # --------------------------------------------------------------------------------------------
@@ -779,6 +824,8 @@ class LocalStack:
         else:
             self.webui_token = webui_signin(self.webui_url)
         self.preset_model = provision_preset(self.webui_url, self.webui_token, self.config.preset)
+        answer = load_preset(self.config.preset)["params"].get("max_tokens", self.config.ctx_size // 4)
+        provision_context_filter(self.webui_url, self.webui_token, self.config.ctx_size, int(answer))
 
 
 def _llama_server_binary(required: bool) -> Path | None:

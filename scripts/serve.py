@@ -100,6 +100,10 @@ def provision_parser() -> Parser:
     p.add_argument("--webui-url", required=True, help="Open WebUI's base URL")
     p.add_argument("--preset", type=Path, default=serving.PRESET_FILE, help="preset JSON")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for Open WebUI")
+    p.add_argument("--context-filter", type=Path, default=serving.CONTEXT_FILTER_FILE,
+                   help="the context-window filter function (serve/context_window.py)")
+    p.add_argument("--ctx-size", type=int, default=int(os.environ.get("CTX_SIZE") or serving.CTX_SIZE),
+                   help="the llama server's context per chat (default: $CTX_SIZE)")
     return p
 
 
@@ -115,7 +119,10 @@ def provision(argv: list[str]) -> int:
     serving.wait_http_ok(f"{url}/health", args.timeout, name="Open WebUI")
     token = serving.webui_signin(url, email, password)
     model = serving.provision_preset(url, token, args.preset, timeout=args.timeout)
-    print(f"preset {model} is available in Open WebUI", flush=True)
+    answer = serving.load_preset(args.preset)["params"].get("max_tokens", args.ctx_size // 4)
+    serving.provision_context_filter(url, token, args.ctx_size, int(answer), args.context_filter)
+    print(f"preset {model} is available in Open WebUI; conversations are kept within "
+          f"{args.ctx_size} tokens", flush=True)
     return 0
 
 

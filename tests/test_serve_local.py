@@ -334,3 +334,41 @@ def test_wait_http_ok_fails_fast_when_the_process_dies(tmp_path):
         )
     with pytest.raises(serving.ServeError, match="not healthy .* within 1 s"):
         serving.wait_http_ok(f"http://127.0.0.1:{serving.free_port()}/health", 1, name="thing")
+
+
+def load_context_filter():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("context_window", serving.CONTEXT_FILTER_FILE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.Filter()
+
+
+def test_context_filter_keeps_the_system_prompt_and_the_newest_turns():
+    f = load_context_filter()
+    f.valves.context_tokens, f.valves.answer_tokens = 8192, 2048
+    budget_chars = (8192 - 2048 - f.valves.margin_tokens) * f.valves.chars_per_token
+    turns = []
+    for i in range(12):  # 12 turns of ~1,500 tokens each: about three times the budget
+        turns += [{"role": "user", "content": f"question {i} " + "q" * 1000},
+                  {"role": "assistant", "content": f"answer {i} " + "a" * 3000}]
+    body = {"messages": [{"role": "system", "content": "You are QwenPhysics."}, *turns,
+                         {"role": "user", "content": "last question"}]}
+    n = len(body["messages"])
+    out = f.inlet(body)["messages"]
+    assert out[0]["role"] == "system" and out[-1]["content"] == "last question"
+    assert sum(len(m["content"]) for m in out) <= budget_chars
+    assert 3 < len(out) < n
+    kept = [m["content"].split()[1] for m in out[1:-1]]
+    assert kept == sorted(kept, key=int) and kept[-1] == "11"  # the newest turns, in order
+    short = {"messages": [{"role": "user", "content": "hi"}]}
+    assert f.inlet(dict(short)) == short  # nothing to trim
+
+
+def test_context_filter_cuts_the_middle_of_a_message_too_long_alone():
+    f = load_context_filter()
+    text = "BEGIN " + "x" * 100_000 + " END"
+    out = f.inlet({"messages": [{"role": "user", "content": text}], "max_tokens": 1000})["messages"]
+    assert len(out) == 1 and out[0]["content"].startswith("BEGIN") and out[0]["content"].endswith("END")
+    assert "[...]" in out[0]["content"] and len(out[0]["content"]) < 8192 * f.valves.chars_per_token

@@ -372,3 +372,33 @@ def test_model_file_removed_while_serving_keeps_answering(tiny_gguf, tmp_path):
     # started again on the missing file, the stack refuses in one line instead of a traceback
     with pytest.raises(serving.ServeError, match="moving.gguf"):
         serving.LocalStack(config).start()
+
+
+def test_a_conversation_longer_than_the_context_still_gets_an_answer(stack):
+    """Open WebUI sends whole conversations; the provisioned filter keeps them inside the llama
+    server's context per chat, so the answer comes instead of a context-size error."""
+    headers = {"Authorization": f"Bearer {stack.webui_token}"}
+    f = requests.get(f"{stack.webui_url}/api/v1/functions/id/{serving.CONTEXT_FILTER_ID}",
+                     headers=headers, timeout=10).json()
+    assert f["is_active"] and f["is_global"] and f["type"] == "filter"
+    valves = requests.get(f"{stack.webui_url}/api/v1/functions/id/{serving.CONTEXT_FILTER_ID}/valves",
+                          headers=headers, timeout=10).json()
+    assert valves["context_tokens"] == stack.config.ctx_size
+    history = []
+    for i in range(6):  # ~6 x 4,000 tokens: three times the context
+        history += [{"role": "user", "content": f"Derive result {i}. " + "Consider $x^2 + y^2 = r^2$. " * 350},
+                    {"role": "assistant", "content": f"Result {i}: " + "$\\nabla \\cdot E = \\rho/\\epsilon_0$. " * 350}]
+    messages = history + MESSAGES
+    size = sum(len(m["content"]) for m in messages)
+    assert size / 2.5 > 2 * stack.config.ctx_size
+    # sent straight to the llama server, the same conversation is refused
+    direct = requests.post(f"{stack.openai_base_url}/chat/completions", timeout=120,
+                           headers={"Authorization": f"Bearer {stack.api_key}"},
+                           json={"model": stack.model, "messages": messages, "max_tokens": 16})
+    assert direct.status_code == 400 and "context" in direct.text, direct.text[:300]
+    r = requests.post(f"{stack.webui_url}/api/chat/completions", headers=headers, timeout=300,
+                      json={"model": stack.preset_model, "messages": messages, "stream": False, "max_tokens": 16})
+    assert r.status_code == 200, r.text[:500]
+    body = r.json()
+    assert body["choices"][0]["message"]["content"], body
+    assert "exceeds the available context size" not in stack.llama_log.read_text(errors="replace")
