@@ -672,7 +672,8 @@ class LocalStack:
         c = self.config
         threads = c.threads or os.cpu_count() or 1
         env = dict(os.environ)
-        env.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
+        if OMP_WAIT_POLICY:  # empty: OpenMP's own default (spin a while, then sleep)
+            env.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
         backend = c.backend
         binary = None
         if backend in ("auto", "binary"):
