@@ -201,3 +201,20 @@ def qa_build(sample_dir, tiny_gguf, tmp_path_factory):
          "--out", Build.out, "--teacher-gguf", tiny_gguf, "--teacher-cache", Build.cache, "--no-progress"],
         timeout=900)
     return Build
+
+
+@pytest.fixture
+def site():
+    """A fake OAI-PMH repository: 7 records, 3 a page (tests/fixtures_oai.py)."""
+    from tests.fixtures_oai import FakeOAI
+
+    return FakeOAI(n_records=7, per_page=3)
+
+
+@pytest.fixture
+def server(site):
+    """`site` served on a loopback port."""
+    from tests.fixtures_oai import LoopbackServer
+
+    with LoopbackServer(site) as srv:
+        yield srv

@@ -54,17 +54,6 @@ class StampedSession(requests.Session):
 
 
 @pytest.fixture
-def site():
-    return FakeOAI(n_records=7, per_page=3)
-
-
-@pytest.fixture
-def server(site):
-    with LoopbackServer(site) as srv:
-        yield srv
-
-
-@pytest.fixture
 def ft():
     return FakeTime()
 

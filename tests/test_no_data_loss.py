@@ -172,17 +172,6 @@ def test_a_linked_page_outside_an_oai_folder_is_not_read(tmp_path):
 
 # ------------------------------------------------------------------ 3, 4. bounded harvesting
 
-@pytest.fixture
-def site():
-    return FakeOAI(n_records=7, per_page=3)
-
-
-@pytest.fixture
-def server(site):
-    with LoopbackServer(site) as srv:
-        yield srv
-
-
 def _harvest(server, out, **kw):
     return hv.harvest(server.url, out, hv.HarvestParams("arXiv"), sleep=lambda s: None, min_interval=0,
                       log=lambda m: None, timeout=10, **kw)
