@@ -217,7 +217,7 @@ def test_killed_build_resumes_without_asking_twice(qa_build, tmp_path):
     model = tmp_path / "teacher.gguf"
     model.write_bytes(qa_build.gguf.read_bytes())
     cache = tmp_path / "c.sqlite"
-    cmd = build_cmd(qa_build, tmp_path / "o", cache, "--teacher-gguf", model, "--teacher-parallel", "1")
+    cmd = build_cmd(qa_build, tmp_path / "o", cache, "--teacher-gguf", model, "--teacher-parallel", "4")
     proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (cache.exists() and cached(cache) >= 4):
@@ -226,7 +226,9 @@ def test_killed_build_resumes_without_asking_twice(qa_build, tmp_path):
     proc.kill()
     proc.wait()
     before = cached(cache)
-    time.sleep(1.0)
+    deadline = time.monotonic() + 30  # SIGTERM from the kernel, then llama-server's own shutdown
+    while llama_servers_on(model) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not llama_servers_on(model), "the teacher server died with the killed build"
     assert not (tmp_path / "o").exists() and 4 <= before
     run(build_cmd(qa_build, tmp_path / "o", cache, "--teacher-gguf", model))

@@ -340,3 +340,38 @@ def test_every_cpu_run_is_distinct():
     assert len(set(RUNS_FOR.values())) == len(set(SIGNATURES.values()))
     contexts = {read_header(RECIPES_DIR / rel)["Context"] for rel in RUNS_FOR.values()}
     assert contexts == {read_header(RECIPES_DIR / rel)["Context"] for rel in IDS}
+
+
+@pytest.mark.parametrize("recipe", ["qwen3b-physics-qa.yml", "qwen3b-physics-reading.yml"])
+def test_task_contexts_train_on_the_answers_only(recipe, smoke_runs, request, tiny_model_dir, cpu_data,
+                                                 shared_prepared, tmp_path_factory):
+    """Q&A and multi-turn reading comprehension: every assistant turn (and its <|im_end|>) is
+    trained, nothing of the system prompt, the passage or the questions."""
+    from datasets import load_from_disk
+    from tokenizers import Tokenizer
+
+    smoke(recipe, smoke_runs, request, tiny_model_dir, cpu_data, shared_prepared, tmp_path_factory)
+    context = read_header(RECIPES_DIR / recipe)["Context"]
+    tok = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json"))
+    source = []
+    for split in ("train", "validation"):
+        path = cpu_data.root / context / f"{split}.jsonl"
+        source += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    want = {tuple(expected_spans(ex["messages"])) for ex in source}
+    multi_turn = any(len(spans) > 1 for spans in want)
+    rows = 0
+    for d in shared_prepared.iterdir():
+        if not (d / "dataset_info.json").exists():
+            continue
+        data = load_from_disk(str(d))
+        first = tuple(tok.decode(s, skip_special_tokens=False)
+                      for s in trained_spans(data[0]["input_ids"], data[0]["labels"]))
+        if first not in want:
+            continue  # another context's prepared set
+        for row in data:
+            spans = tuple(tok.decode(s, skip_special_tokens=False)
+                          for s in trained_spans(row["input_ids"], row["labels"]))
+            assert spans in want, spans
+            rows += 1
+    assert rows >= len(source) // 2, (rows, len(source))
+    assert multi_turn == (context == "reading-comprehension")

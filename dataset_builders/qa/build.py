@@ -105,12 +105,16 @@ class Generation:
             return paper, Answer(text=cached), key
         seed = int.from_bytes(hashlib.blake2b(paper.id.encode(), digest_size=4).digest(), "big") & 0x7FFFFFFF
         self.asked += 1
-        return paper, self.teacher.submit(prompt.messages(paper.title, text, self.n_pairs), self.schema, seed), key
+
+        def keep(answer: Answer, pid: str = paper.id) -> None:
+            if answer.text is not None:
+                self.cache.put(key, pid, answer.text)
+
+        return paper, self.teacher.submit(prompt.messages(paper.title, text, self.n_pairs), self.schema, seed,
+                                          keep), key
 
     def _finish(self, paper: Paper, pending: Future | Answer, key: str) -> Paper:
-        answer = pending if isinstance(pending, Answer) else pending.result()
-        if answer.text is not None and isinstance(pending, Future):
-            self.cache.put(key, paper.id, answer.text)
+        answer = pending if isinstance(pending, Answer) else pending.result()  # cached when it came
         if answer.failure:
             self.failed[answer.failure] += 1
         self.answers[paper.id] = answer

@@ -24,6 +24,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Callable
 
 import requests
 
@@ -124,9 +125,12 @@ class Teacher:
                 t.start()
                 self._threads.append(t)
 
-    def submit(self, messages: list[dict], schema: dict, seed: int) -> Future:
+    def submit(self, messages: list[dict], schema: dict, seed: int,
+               on_answer: Callable[[Answer], None] | None = None) -> Future:
+        """Ask; `on_answer` runs on the worker thread as soon as the answer is in (the caller
+        caches it there, so an answer is kept even if the build dies before using it)."""
         fut: Future = Future()
-        self._jobs.put((messages, schema, seed, fut))
+        self._jobs.put((messages, schema, seed, on_answer, fut))
         return fut
 
     def _work(self, endpoint: Endpoint) -> None:
@@ -134,13 +138,16 @@ class Teacher:
         if self.key:
             session.headers["Authorization"] = f"Bearer {self.key}"
         while True:
-            messages, schema, seed, fut = self._jobs.get()
+            messages, schema, seed, on_answer, fut = self._jobs.get()
             if not fut.set_running_or_notify_cancel():
                 continue
             try:
-                fut.set_result(self._ask(session, endpoint, messages, schema, seed))
+                answer = self._ask(session, endpoint, messages, schema, seed)
+                if on_answer is not None:
+                    on_answer(answer)
             except BaseException as e:  # never leave the caller waiting
-                fut.set_result(Answer(failure=f"teacher_error:{type(e).__name__}"))
+                answer = Answer(failure=f"teacher_error:{type(e).__name__}")
+            fut.set_result(answer)
 
     def _ask(self, session: requests.Session, endpoint: Endpoint, messages: list[dict], schema: dict,
              seed: int) -> Answer:

@@ -35,15 +35,18 @@ ERRORS = ["exceeds the available context size", "Server Connection Error", "Oops
 # Records every length the answer passes through, to tell a streamed answer from one that
 # appears at once.
 WATCH_ANSWER = """() => {
+  if (window.__observer) window.__observer.disconnect();  // the previous question's watcher
   window.__answerLengths = [];
+  const before = document.querySelectorAll('#response-content-container').length;
   const note = () => {
     const all = document.querySelectorAll('#response-content-container');
-    const el = all.length ? all[all.length - 1] : null;
+    const el = all.length > before ? all[all.length - 1] : null;  // the answer asked for now
     const n = el ? el.innerText.trim().length : 0;
     const seen = window.__answerLengths;
     if (n > 0 && seen[seen.length - 1] !== n) seen.push(n);
   };
-  new MutationObserver(note).observe(document.body, {subtree: true, childList: true, characterData: true});
+  window.__observer = new MutationObserver(note);
+  window.__observer.observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
 
 
