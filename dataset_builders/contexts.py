@@ -19,7 +19,7 @@ from collections import Counter
 
 import orjson
 
-from . import contamination, taxonomy
+from . import taxonomy
 from .normalize import authors_to_unicode, lead
 from .records import InputError, Paper
 from .spec import Spec

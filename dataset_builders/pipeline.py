@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator
 
 from qwenphysics.hashing import sha256_file
 
-from . import contexts, snapshot
+from . import contamination, contexts, snapshot
 from .dedup import KeySet
 from .filters import build as build_filters, category_check, first_failure
 from .normalize import content_key, normalise
@@ -187,7 +187,7 @@ def select(spec: Spec, source: Iterable[Paper], counts: Counter,
 
 def _run_serial(spec: Spec, inputs: list[str], limit: int | None, papers, render, writer: SplitWriter,
                 counts: Counter, input_issues: list, progress: Callable[[int], None]) -> None:
-    check = contexts.contamination.for_spec(spec).check
+    check = contamination.for_spec(spec).check
     source = papers if papers is not None else iter_papers(inputs, limit, counts, input_issues,
                                                            prefilter=category_check(spec.filters))
     for p, b in select(spec, source, counts, progress):
@@ -294,7 +294,7 @@ def make_manifest(spec: Spec, inputs: list[str], counts: Counter, writer: SplitW
         "tokens": tokens() if tokens is not None else token_stats(writer.samples, writer.lines),
         "checksums": checksums,
         "fields": (["messages", "id", "template"] if spec.format == "chat" else ["text", "id"]),
-        "decontamination": contexts.contamination.for_spec(spec).describe(),
+        "decontamination": contamination.for_spec(spec).describe(),
     }
 
 

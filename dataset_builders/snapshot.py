@@ -36,7 +36,7 @@ import numpy as np
 
 from qwenphysics.core.processes import die_with_parent
 
-from . import contexts
+from . import contamination, contexts
 from .filters import build as build_filters, category_check, first_failure
 from .normalize import content_key, normalise
 from .output import SplitWriter
@@ -108,7 +108,7 @@ class BlockProcessor:
         f = spec.filters
         self.want_date = bool(f.date_from or f.date_to) or "year" in contexts.placeholders_used(spec)
         self.render = contexts.line_renderer(spec)
-        self.contamination = contexts.contamination.for_spec(spec)
+        self.contamination = contamination.for_spec(spec)
 
     def _judge(self, cats: bytes) -> str | None:
         """The prefilter's verdict on a raw categories string, remembered for the next line."""
@@ -128,7 +128,7 @@ class BlockProcessor:
         example_drops: list[tuple[int, tuple[str, ...]]] = []
         folded = bytearray()  # title + abstract of every record rendered, folded, for contamination
         folded_at: list[int] = []
-        fold = contexts.contamination.fold
+        fold = contamination.fold
         out: list[list[bytes]] = [[] for _ in SPLITS]
         prefilter = self._judge if self.prefilter is not None else None
         checks_all, checks_pre = self.checks, self.checks_prefiltered

@@ -35,7 +35,7 @@ def get_json(url: str, key: str | None = None, timeout: float = 5.0) -> dict:
 
 
 class LlamaServer:
-    """`with LlamaServer(gguf, parallel=4) as s: s.base_url, s.api_key, s.slots`."""
+    """`with LlamaServer(gguf, parallel=4) as s: s.base_url, s.api_key`."""
 
     def __init__(self, model: Path, *, parallel: int = 4, ctx_per_slot: int = 4096,
                  threads: int | None = None, log: Path | None = None, start_timeout: float = 600,
@@ -57,10 +57,6 @@ class LlamaServer:
     @property
     def base_url(self) -> str:
         return f"{self.url}/v1"
-
-    @property
-    def slots(self) -> int:
-        return self.parallel
 
     def __enter__(self) -> "LlamaServer":
         self.start()
