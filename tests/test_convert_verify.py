@@ -23,11 +23,17 @@ TEXTS = [
     "  indented   text\twith tabs\nand new lines\r\n1234567 digits, 3.14159, -2.5e-3 …",
     "量子もつれ (quantum entanglement) — Квантовая механика — ψ⊗φ",
 ]
-# Agreement bounds. F16 storage rounds weights to ~3 significant digits; on the tiny model the
-# measured differences are ~1e-3 (see the test output), so these bounds leave margin without
-# hiding a wrong conversion (which shifts logits by O(1)).
-LOGIT_ATOL = 0.05
+# Agreement bounds. The conversion itself is checked without 16-bit rounding anywhere: an F32
+# GGUF of the merged model, run with an F32 KV cache, must give the HF logits to float32
+# accuracy (measured 3e-5; a wrong conversion shifts logits by O(1)). The F16 file rounds
+# weights, activations and (by default) the KV cache to ~3 significant digits; on the tiny
+# model one position in 128 then moves by up to ~0.2 (measured 6e-4 to 0.18 over runs, since
+# CPU training is not bit-reproducible), so it is bounded by what a user would notice: the
+# next-token distribution (mean KL, measured ~1e-5 nats) and the argmax.
+F32_ATOL = 2e-3
+F16_KL_MAX = 1e-3  # nats per token, mean over the text
 TOP1_MIN = 0.98
+GGML_F32 = 0  # ggml_type of an F32 KV cache
 
 
 def llama(path: Path, **kw):
@@ -114,20 +120,39 @@ def test_token_ids_match_hf_tokenizer(converted):
     assert tok.encode("Hello world").ids == [9707, 1879]
 
 
-def test_f16_gguf_logits_match_merged_hf(converted, trained_run, train_python, tmp_path):
+def kl_per_token(p_logits: np.ndarray, q_logits: np.ndarray) -> np.ndarray:
+    """KL(p || q) of the next-token distributions, per position (nats)."""
+    lp = p_logits - np.logaddexp.reduce(p_logits, axis=-1, keepdims=True)
+    lq = q_logits - np.logaddexp.reduce(q_logits, axis=-1, keepdims=True)
+    return (np.exp(lp) * (lp - lq)).sum(-1)
+
+
+def test_gguf_logits_match_merged_hf(converted, trained_run, train_python, tmp_path):
+    from qwenphysics.convert import hf_to_gguf
+
     out, _ = converted
     _, work = trained_run
+    merged = work / "out" / "merged"
     tokens = hf_tokenizer().encode(" ".join(TEXTS[:3])).ids
-    hf = hf_logits(train_python, work / "out" / "merged", tokens, tmp_path)
-    gg = gguf_logits(out / "recipe-F16.gguf", tokens)
-    diff = np.abs(hf - gg).max()
-    top1 = (hf.argmax(-1) == gg.argmax(-1)).mean()
-    print(f"F16 GGUF vs merged HF: max |dlogit| = {diff:.2e}, top-1 agreement {top1:.3f} over {len(tokens)} tokens")
-    assert diff < LOGIT_ATOL and top1 >= TOP1_MIN
+    hf = hf_logits(train_python, merged, tokens, tmp_path)
+    f32_file = hf_to_gguf(merged, tmp_path / "merged-F32.gguf", outtype="f32", python=train_python)
+    f32 = gguf_logits(f32_file, tokens, type_k=GGML_F32, type_v=GGML_F32)
+    exact = np.abs(hf - f32).max()
+    print(f"F32 GGUF vs merged HF: max |dlogit| = {exact:.2e} over {len(tokens)} tokens")
+    assert exact < F32_ATOL, "the GGUF conversion changed the model"
+
+    f16 = gguf_logits(out / "recipe-F16.gguf", tokens)
+    kl = kl_per_token(hf, f16)
+    top1 = (hf.argmax(-1) == f16.argmax(-1)).mean()
+    print(f"F16 GGUF vs merged HF: max |dlogit| = {np.abs(hf - f16).max():.2e}, mean KL {kl.mean():.2e} nats "
+          f"(max {kl.max():.2e}), top-1 agreement {top1:.3f}")
+    assert kl.mean() < F16_KL_MAX and top1 >= TOP1_MIN
+
     base = hf_logits(train_python, ROOT / "artifacts" / "tiny-qwen2.5", tokens, tmp_path)
-    moved = np.abs(base - hf).max()
-    print(f"the adapter moved the logits by up to {moved:.2f}")
-    assert moved > 10 * LOGIT_ATOL  # the comparison above is not vacuous
+    moved = kl_per_token(hf, base).mean()
+    print(f"the adapter moved the logits by up to {np.abs(base - hf).max():.2f} (mean KL {moved:.2e} nats)")
+    # the comparisons above are not vacuous: the trained model is far from the base by both measures
+    assert np.abs(base - hf).max() > 100 * F32_ATOL and moved > 10 * F16_KL_MAX
 
 
 def test_base_plus_gguf_lora_matches_merged(converted):
@@ -136,10 +161,12 @@ def test_base_plus_gguf_lora_matches_merged(converted):
     merged = gguf_logits(out / "recipe-F16.gguf", tokens)
     with_lora = gguf_logits(out / "base-F16.gguf", tokens, lora_path=str(out / "recipe-lora-F16.gguf"))
     base = gguf_logits(out / "base-F16.gguf", tokens)
-    diff = np.abs(merged - with_lora).max()
-    print(f"base+LoRA vs merged GGUF: max |dlogit| = {diff:.2e}; base vs merged {np.abs(merged - base).max():.2f}")
-    assert diff < LOGIT_ATOL
-    assert np.abs(merged - base).max() > 10 * LOGIT_ATOL
+    kl, moved = kl_per_token(merged, with_lora), kl_per_token(merged, base)
+    top1 = (merged.argmax(-1) == with_lora.argmax(-1)).mean()
+    print(f"base+LoRA vs merged GGUF: max |dlogit| = {np.abs(merged - with_lora).max():.2e}, mean KL {kl.mean():.2e}"
+          f" nats, top-1 agreement {top1:.3f}; base vs merged: mean KL {moved.mean():.2e}")
+    assert kl.mean() < F16_KL_MAX and top1 >= TOP1_MIN
+    assert moved.mean() > 10 * F16_KL_MAX
 
 
 def test_chat_template_embedded_and_generation_stops_at_im_end(converted):
