@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import REPO_ROOT
@@ -34,6 +34,9 @@ BITS = {"F32": 32, "F16": 16, "BF16": 16, "Q8_0": 8.5, "Q6_K": 6.6, "Q5_K_M": 5.
         "Q4_K_M": 4.9, "Q4_K_S": 4.6, "Q4_0": 4.5, "IQ4_XS": 4.3, "Q3_K_M": 3.9, "Q2_K": 3.4}
 # The seed's chat defaults, written into every GGUF (llama.cpp reads general.sampling.*).
 SAMPLING = {"general.sampling.temp": 0.1, "general.sampling.top_p": 0.9}
+
+
+MERGE_MARKER = "merge.json"  # written by qwenphysics.merge next to a merged model
 
 
 class ConvertError(Exception):
@@ -151,6 +154,7 @@ class Run:
     recipe: Path | None = None
     recipe_cfg: dict = field(default_factory=dict)
     data_dirs: list[Path] = field(default_factory=list)
+    merge: dict | None = None  # a mergekit merge's merge.json: full weights, no adapter
 
     @property
     def adapter_config(self) -> Path:
@@ -164,6 +168,8 @@ def load_run(target: Path, *, output_dir: Path | None = None) -> Run:
     target = Path(target)
     if not target.exists():
         raise ConvertError(f"{target} does not exist: pass a recipe .yml or a training output folder")
+    if target.is_dir() and (target / MERGE_MARKER).is_file():
+        return load_merge(target)
     cfg: dict = {}
     recipe = None
     if target.is_file():
@@ -172,6 +178,12 @@ def load_run(target: Path, *, output_dir: Path | None = None) -> Run:
             cfg = yaml.safe_load(target.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConvertError(f"{target} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if isinstance(cfg, dict) and "merge_method" in cfg:
+            merged_out = Path(output_dir or Path("outputs") / "merges" / target.stem)
+            if not (merged_out / MERGE_MARKER).is_file():
+                raise ConvertError(f"no merge in {merged_out}: run `python scripts/merge.py {target}` first, "
+                                   "or pass the merge's folder")
+            return load_merge(merged_out)
         out = Path(output_dir or cfg.get("output_dir") or "")
         if not str(out):
             raise ConvertError(f"{target} sets no output_dir: pass --output-dir")
@@ -202,7 +214,46 @@ def load_run(target: Path, *, output_dir: Path | None = None) -> Run:
     if cfg.get("base_model") and a_base and not _same_model(cfg["base_model"], a_base):
         raise ConvertError(f"base mismatch: the recipe says {cfg['base_model']} but the adapter in {out} was trained "
                            f"on {a_base}; pass the recipe that produced this run")
-    data_dirs = []
+    data_dirs = _data_dirs(cfg)
+    name = (recipe.stem.replace(".cpu", "") if recipe else out.name)
+    return Run(name=name, output_dir=out, base_model=str(base), recipe=recipe, recipe_cfg=cfg, data_dirs=data_dirs)
+
+
+def load_merge(folder: Path) -> Run:
+    """A folder written by `scripts/merge.py`: full weights and merge.json."""
+    try:
+        rec = json.loads((folder / MERGE_MARKER).read_text())
+        refs = [(p["ref"], p.get("role")) for p in rec["parents"]]
+        base = (next((r for r, role in refs if role == "base"), None)
+                or next((r for r, _ in refs if not r.startswith(("outputs/", "/", "."))), refs[0][0]))
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise ConvertError(f"{folder / MERGE_MARKER} is damaged ({str(e)[:60]}): run the merge again") from None
+    if not (folder / "config.json").is_file():
+        raise ConvertError(f"{folder} holds no merged model (config.json missing): run the merge again")
+    recipe = folder / "merge-recipe.yml"
+    data_dirs: list[Path] = []
+    for parent in rec["parents"]:
+        if parent.get("recipe") and Path(parent["recipe"]).is_file():
+            for d in load_run_data_dirs(Path(parent["recipe"])):
+                if d not in data_dirs:
+                    data_dirs.append(d)
+    return Run(name=rec.get("recipe_name") or folder.name, output_dir=folder, base_model=str(base),
+               recipe=recipe if recipe.is_file() else None, data_dirs=data_dirs, merge=rec)
+
+
+def load_run_data_dirs(recipe: Path) -> list[Path]:
+    """The dataset folders (with a manifest) a training recipe reads."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(recipe.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    return _data_dirs(cfg)
+
+
+def _data_dirs(cfg: dict) -> list[Path]:
+    data_dirs: list[Path] = []
     for ds in (cfg.get("test_datasets") or []) + (cfg.get("datasets") or []):
         p = Path(str(ds.get("path", "")))
         d = p.parent if p.suffix in (".jsonl", ".json") else p
@@ -210,8 +261,7 @@ def load_run(target: Path, *, output_dir: Path | None = None) -> Run:
             data_dirs.append(d)
         elif d not in data_dirs and d.parent.joinpath("manifest.json").exists():
             data_dirs.append(d.parent)
-    name = (recipe.stem.replace(".cpu", "") if recipe else out.name)
-    return Run(name=name, output_dir=out, base_model=str(base), recipe=recipe, recipe_cfg=cfg, data_dirs=data_dirs)
+    return data_dirs
 
 
 def _same_model(a: str, b: str) -> bool:
@@ -234,6 +284,8 @@ def resolve_base_dir(base_model: str) -> Path:
 
 def provenance(run: Run) -> dict:
     """GGUF metadata override: names, licence, base model, datasets and hashes of the inputs."""
+    if run.merge is not None:
+        return merge_provenance(run)
     recipe_sha = sha256_file(run.recipe) if run.recipe else "unknown"
     manifests = [d / "manifest.json" for d in run.data_dirs]
     data_sha = [sha256_file(m) for m in manifests]
@@ -250,6 +302,45 @@ def provenance(run: Run) -> dict:
         "general.base_models": [{"name": base_name, "organization": run.base_model.split("/")[0]
                                  if "/" in run.base_model else "local", "repo_url":
                                  f"https://huggingface.co/{run.base_model}" if "/" in run.base_model else ""}],
+        "general.datasets": [{"name": d.name} for d in run.data_dirs],
+        **SAMPLING,
+    }
+    if "qwen2.5-3b" in run.base_model.lower():
+        meta["general.license.name"] = "qwen-research"
+    return meta
+
+
+def merge_provenance(run: Run) -> dict:
+    """GGUF metadata of a merge: the merge recipe, its method, and each parent (run, recipe,
+    weights) by name and hash."""
+    rec = run.merge or {}
+    parents = rec.get("parents", [])
+    tags = ["qwenphysics", "physics", "arxiv", "merge", f"recipe:{run.name}",
+            f"recipe-sha256:{rec.get('recipe_sha256', 'unknown')}", f"merge-method:{rec.get('merge_method')}"]
+    for p in parents:
+        tags.append(f"parent:{p.get('run') or p['ref']}")
+        if p.get("recipe_sha256"):
+            tags.append(f"parent-recipe-sha256:{p.get('run')}:{p['recipe_sha256']}")
+        if p.get("weights_sha256"):
+            tags.append(f"parent-weights-sha256:{p.get('run') or p['ref']}:{p['weights_sha256']}")
+    tags += [f"dataset-manifest-sha256:{sha256_file(d / 'manifest.json')}" for d in run.data_dirs]
+
+    def model_entry(p: dict) -> dict:
+        ref = p["ref"]
+        if p.get("run"):
+            return {"name": p["run"], "organization": "local", "repo_url": ""}
+        return {"name": ref.split("/")[-1], "organization": ref.split("/")[0] if "/" in ref else "local",
+                "repo_url": f"https://huggingface.co/{ref}" if "/" in ref and not Path(ref).exists() else ""}
+
+    shares = ", ".join(f"{p.get('run') or p['ref']} {json.dumps(p.get('parameters') or {}, sort_keys=True)}"
+                       for p in parents)
+    meta = {
+        "general.name": f"QwenPhysics {run.name}",
+        "general.finetune": run.name,
+        "general.description": (f"QwenPhysics {rec.get('merge_method')} merge with recipe {run.name} "
+                                f"(sha256 {str(rec.get('recipe_sha256', ''))[:16]}) of: {shares}"),
+        "general.tags": tags,
+        "general.base_models": [model_entry(p) for p in parents],
         "general.datasets": [{"name": d.name} for d in run.data_dirs],
         **SAMPLING,
     }
@@ -366,45 +457,60 @@ def _local_base_config(run: Run, opts: ConvertOptions) -> Path | None:
     return None
 
 
+def merge_adapter(run: Run, opts: ConvertOptions, *, log: Path | None = None) -> Path:
+    """The run's adapter merged into its unquantized base: `<output_dir>/merged` (Axolotl's
+    legacy merge; its default for QLoRA would add the adapter to NF4-rounded weights)."""
+    if run.recipe is None:
+        raise ConvertError(f"merging needs the run's recipe: pass --recipe (no recipe.yml in {run.output_dir})")
+    merged = run.output_dir / "merged"
+    env = {**os.environ, "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1", "WANDB_MODE": "disabled", **opts.env}
+    _run([opts.train_python, "-m", "axolotl.cli.merge_lora", run.recipe, f"--lora-model-dir={run.output_dir}",
+          f"--output-dir={run.output_dir}", "--merge-method=legacy"], env=env, log=log,
+         step="merge the adapter (axolotl merge-lora)")
+    if not (merged / "config.json").exists():
+        raise ConvertError(f"axolotl merge-lora wrote no model to {merged}" + (f"; see {log}" if log else ""))
+    return merged
+
+
 def convert_run(run: Run, opts: ConvertOptions) -> dict:
     """Run every step whose outputs are missing or stale; return what was produced."""
     from .model_card import write_model_card, write_modelfile
 
     tc = find_toolchain()
     out = Path(opts.out_root) / run.name
-    adapter_files = sorted(run.output_dir.glob("adapter_model.*"))
-    if not adapter_files:
+    adapter_files = [] if run.merge is not None else sorted(run.output_dir.glob("adapter_model.*"))
+    if run.merge is None and not adapter_files:
         raise ConvertError(f"no adapter weights (adapter_model.safetensors) in {run.output_dir}")
     for f in adapter_files:
         if f.suffix == ".safetensors":
             check_safetensors(f)
+    if run.merge is not None:
+        for f in sorted(run.output_dir.glob("*.safetensors")):
+            check_safetensors(f)
+        opts = replace(opts, lora=False)  # full weights: there is no adapter to convert
     check_out_dir(out)
-    base_cfg = _local_base_config(run, opts)
+    base_cfg = run.output_dir if run.merge is not None else _local_base_config(run, opts)
     if base_cfg is not None:  # the disk check before the merge, when the base's shape is known here
         check_disk(out, count_params(base_cfg),
                    [q for q in opts.quants if not (out / f"{run.name}-{q}.gguf").exists()], opts.base_gguf)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "convert.log"
     stamps = Stamps(out / ".stamps.json")
-    env = {**os.environ, "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1", "WANDB_MODE": "disabled", **opts.env}
     produced: dict = {"run": run.name, "dir": str(out), "files": {}, "timings": {}}
 
     # 1. merge in 16/32-bit with Axolotl (reloads the base unquantized)
-    merged = run.output_dir / "merged"
-    fp_merge = _fingerprint(*adapter_files, extra=str(run.recipe))
-    if not stamps.current("merge", fp_merge, merged / "config.json"):
-        if run.recipe is None:
-            raise ConvertError(f"merging needs the run's recipe: pass --recipe (no recipe.yml in {run.output_dir})")
-        progress(f"1/5 merging the adapter into {run.base_model} (axolotl merge-lora)")
-        t0 = time.perf_counter()
-        _run([opts.train_python, "-m", "axolotl.cli.merge_lora", run.recipe, f"--lora-model-dir={run.output_dir}",
-              f"--output-dir={run.output_dir}", "--merge-method=legacy"], env=env, log=log, step="merge the adapter (axolotl merge-lora)")
-        produced["timings"]["merge_s"] = round(time.perf_counter() - t0, 1)
-        if not (merged / "config.json").exists():
-            raise ConvertError(f"axolotl merge-lora wrote no model to {merged}; see {log}")
-        stamps.set("merge", fp_merge)
+    if run.merge is not None:
+        merged = run.output_dir
+        progress(f"1/5 {run.name} is a {run.merge.get('merge_method')} merge: full weights, nothing to merge")
     else:
-        progress("1/5 merged model is current")
+        merged = run.output_dir / "merged"
+        fp_merge = _fingerprint(*adapter_files, extra=str(run.recipe))
+        if not stamps.current("merge", fp_merge, merged / "config.json"):
+            progress(f"1/5 merging the adapter into {run.base_model} (axolotl merge-lora)")
+            _, produced["timings"]["merge_s"] = timed(merge_adapter, run, opts, log=log)
+            stamps.set("merge", fp_merge)
+        else:
+            progress("1/5 merged model is current")
     params = count_params(merged)
     check_disk(out, params, [q for q in opts.quants if not (out / f"{run.name}-{q}.gguf").exists()], opts.base_gguf)
 

@@ -20,6 +20,15 @@ def licence_for(base_model: str) -> tuple[str, str]:
     return ("apache-2.0", "Apache-2.0, as the base model")
 
 
+def describe(run) -> str:
+    merge = getattr(run, "merge", None)
+    if merge:
+        parents = ", ".join(f"`{p.get('run') or p['ref']}`" for p in merge.get("parents", []))
+        return (f"A {merge.get('merge_method')} merge (mergekit, QwenPhysics merge recipe `{run.name}`) of "
+                f"{parents}.")
+    return f"{run.base_model} fine-tuned on arXiv physics with the QwenPhysics recipe `{run.name}`."
+
+
 def write_model_card(path: Path, run, sums: dict[str, str], meta: dict) -> None:
     lic, note = licence_for(run.base_model)
     datasets = [d.name for d in run.data_dirs]
@@ -35,7 +44,7 @@ def write_model_card(path: Path, run, sums: dict[str, str], meta: dict) -> None:
     front.append("---")
     body = [
         "", f"# QwenPhysics — {run.name}", "",
-        f"{run.base_model} fine-tuned on arXiv physics with the QwenPhysics recipe `{run.name}`.", "",
+        describe(run), "",
         "## Files", "", "| file | sha256 |", "|---|---|",
         *[f"| `{n}` | `{s}` |" for n, s in sums.items()], "",
         "## Use", "",

@@ -36,7 +36,7 @@ from . import REPO_ROOT
 RECIPES_DIR = REPO_ROOT / "recipes"
 MODEL_CONFIGS_DIR = RECIPES_DIR / "model_configs"
 # Folders of recipes/ that hold support files, not recipes.
-SUPPORT_DIRS = ("accelerate", "deepspeed", "model_configs")
+SUPPORT_DIRS = ("accelerate", "deepspeed", "merges", "model_configs")  # merges: mergekit YAML
 HEADER_FIELDS = ("Purpose", "Context", "Data", "Launch", "Hardware", "VRAM", "Compare")
 
 # The capability profile of one H100 (what `axolotl` detects there), used by the validation.

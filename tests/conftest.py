@@ -120,6 +120,28 @@ def trained_run(tmp_path_factory, train_python, tiny_model_dir, sample_dir):
 
 
 @pytest.fixture(scope="session")
+def completion_run(tmp_path_factory, train_python, tiny_model_dir, sample_dir):
+    """abstracts-completion, CPU-rewritten, trained, and converted (merged + Q4_K_M): (recipe, work dir)."""
+    work = tmp_path_factory.mktemp("completion-run")
+    recipe = train_cpu_run("qwen3b-physics-completion.yml", "abstracts-completion", work, sample_dir, train_python,
+                           tiny_model_dir)
+    run([sys.executable, ROOT / "scripts" / "convert.py", recipe, "--out", work / "models", "--quants", "Q4_K_M",
+         "--no-lora", "--base-dir", tiny_model_dir], env={"CUDA_VISIBLE_DEVICES": ""})
+    return recipe, work
+
+
+def evaluate_gguf(name, gguf, data, out, recipe=None):
+    """scripts/evaluate.py on a few held-out examples (no lm-eval): the results JSON's path."""
+    cmd = [sys.executable, ROOT / "scripts" / "evaluate.py", "--gguf", gguf, "--data", data, "--name", name,
+           "--limit", "8", "--max-tokens", "16", "--n-ctx", "1024", "--ppl-n-ctx", "256", "--ppl-max-tokens", "768",
+           "--no-lm-eval", "--out", out / f"{name}.json"]
+    if recipe:
+        cmd += ["--recipe", recipe]
+    run(cmd)
+    return out / f"{name}.json"
+
+
+@pytest.fixture(scope="session")
 def converted(trained_run, tiny_model_dir):
     """scripts/convert.py on the trained run: (models/<run> dir, the CompletedProcess)."""
     recipe, work = trained_run

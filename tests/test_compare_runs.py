@@ -10,29 +10,9 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, run, train_cpu_run
+from tests.conftest import ROOT, evaluate_gguf, run
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def completion_run(tmp_path_factory, train_python, tiny_model_dir, sample_dir):
-    work = tmp_path_factory.mktemp("completion-run")
-    recipe = train_cpu_run("qwen3b-physics-completion.yml", "abstracts-completion", work, sample_dir, train_python,
-                           tiny_model_dir)
-    run([sys.executable, ROOT / "scripts" / "convert.py", recipe, "--out", work / "models", "--quants", "Q4_K_M",
-         "--no-lora", "--base-dir", tiny_model_dir], env={"CUDA_VISIBLE_DEVICES": ""})
-    return recipe, work
-
-
-def evaluate(name, gguf, data, out, recipe=None):
-    cmd = [sys.executable, ROOT / "scripts" / "evaluate.py", "--gguf", gguf, "--data", data, "--name", name,
-           "--limit", "8", "--max-tokens", "16", "--n-ctx", "1024", "--ppl-n-ctx", "256", "--ppl-max-tokens", "768",
-           "--no-lm-eval", "--out", out / f"{name}.json"]
-    if recipe:
-        cmd += ["--recipe", recipe]
-    run(cmd)
-    return out / f"{name}.json"
 
 
 def test_report_from_two_tiny_runs_whose_recipes_differ(converted, trained_run, completion_run, tiny_gguf,
@@ -42,11 +22,11 @@ def test_report_from_two_tiny_runs_whose_recipes_differ(converted, trained_run, 
     comp_recipe, comp_work = completion_run
     data = chat_work / "data" / "abstracts-chat"  # the same held-out papers for every model
     results = [
-        evaluate("base", tiny_gguf, data, tmp_path),
+        evaluate_gguf("base", tiny_gguf, data, tmp_path),
         # provenance names the recipe each CPU rewrite came from
-        evaluate("abstracts-chat", chat_models / "recipe-Q4_K_M.gguf", data, tmp_path,
+        evaluate_gguf("abstracts-chat", chat_models / "recipe-Q4_K_M.gguf", data, tmp_path,
                  ROOT / "recipes" / "qwen3b-physics.yml"),
-        evaluate("abstracts-completion", comp_work / "models" / "recipe" / "recipe-Q4_K_M.gguf", data, tmp_path,
+        evaluate_gguf("abstracts-completion", comp_work / "models" / "recipe" / "recipe-Q4_K_M.gguf", data, tmp_path,
                  ROOT / "recipes" / "qwen3b-physics-completion.yml"),
     ]
     for r in results:
