@@ -21,6 +21,7 @@ demo: setup
 	@$(PY) scripts/demo.py $(DEMO_ARGS)
 
 test: setup
+	@bash scripts/setup.sh browser
 	@$(PY) -m pytest -m "slow or not slow" --durations=25 $(PYTEST_ARGS)
 
 test-fast:

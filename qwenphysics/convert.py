@@ -39,6 +39,13 @@ SAMPLING = {"general.sampling.temp": 0.1, "general.sampling.top_p": 0.9}
 MERGE_MARKER = "merge.json"  # written by qwenphysics.merge next to a merged model
 
 
+def is_merge_recipe(cfg) -> bool:
+    """A mergekit recipe (recipes/merges/), not an Axolotl one (which may set its own
+    `merge_method`, for `axolotl merge-lora`)."""
+    return (isinstance(cfg, dict) and "merge_method" in cfg and ("models" in cfg or "slices" in cfg)
+            and "datasets" not in cfg and "adapter" not in cfg)
+
+
 class ConvertError(Exception):
     """One-line, actionable failure of a conversion step."""
 
@@ -178,7 +185,7 @@ def load_run(target: Path, *, output_dir: Path | None = None) -> Run:
             cfg = yaml.safe_load(target.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConvertError(f"{target} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if isinstance(cfg, dict) and "merge_method" in cfg:
+        if is_merge_recipe(cfg):
             merged_out = Path(output_dir or Path("outputs") / "merges" / target.stem)
             if not (merged_out / MERGE_MARKER).is_file():
                 raise ConvertError(f"no merge in {merged_out}: run `python scripts/merge.py {target}` first, "

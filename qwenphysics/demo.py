@@ -58,7 +58,7 @@ class DemoConfig:
     mode: str = "auto"  # auto | gpu | cpu
     steps: int = 6  # CPU smoke training steps
     serve: bool = True
-    port: int = 8080
+    port: int = 3000  # as `make serve` and Compose
     threads: int | None = None
 
     @property

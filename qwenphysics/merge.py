@@ -30,6 +30,7 @@ import yaml
 
 from . import REPO_ROOT
 from .core.errors import UserError
+from .convert import ConvertError, ConvertOptions, is_merge_recipe, load_run, merge_adapter, resolve_base_dir
 from .core.staging import Staging, check_target, files_under
 from .hashing import sha256_file
 
@@ -83,9 +84,9 @@ def read_recipe(path: Path) -> dict:
         cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise UserError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(cfg, dict) or "merge_method" not in cfg:
-        raise UserError(f"{path} is not a merge recipe (no merge_method): training recipes go to "
-                        "`accelerate launch -m axolotl.cli.train`")
+    if not is_merge_recipe(cfg):
+        raise UserError(f"{path} is not a merge recipe (mergekit YAML with merge_method and models): training "
+                        "recipes go to `accelerate launch -m axolotl.cli.train`")
     if cfg["merge_method"] not in METHODS:
         raise UserError(f"{path}: merge_method {cfg['merge_method']!r} is not one of {', '.join(METHODS)}")
     if "slices" in cfg or not isinstance(cfg.get("models"), list) or not cfg["models"]:
@@ -141,8 +142,6 @@ def _resolve(ref: str, *, outputs: Path, base_dir: Path | None) -> Parent:
     elif base_dir is not None:
         return Parent(ref, Path(base_dir))
     else:
-        from .convert import ConvertError, resolve_base_dir
-
         try:
             return Parent(ref, resolve_base_dir(ref))
         except ConvertError:
@@ -238,8 +237,6 @@ def ensure_merged(p: Parent, *, train_python: Path, base_dir: Path | None) -> No
     """A run's adapter merged into full weights at `<run>/merged` (16-bit, unquantized base)."""
     if (p.path / "config.json").is_file() or p.run_dir is None:
         return
-    from .convert import ConvertError, ConvertOptions, load_run, merge_adapter
-
     try:
         run = load_run(p.run_dir)
         if run.recipe is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 LICENSES = {  # base model -> (licence id for the HF card, note)
@@ -32,8 +31,7 @@ def describe(run) -> str:
 def write_model_card(path: Path, run, sums: dict[str, str], meta: dict) -> None:
     lic, note = licence_for(run.base_model)
     datasets = [d.name for d in run.data_dirs]
-    metrics_file = Path(run.output_dir) / "eval_results.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    default = next((n for n in sums if "Q4_K_M" in n), next(iter(sums), "model.gguf"))
     front = ["---", f"base_model: {run.base_model}", f"license: {lic}"]
     if lic == "other":
         front.append("license_name: qwen-research")
@@ -49,16 +47,19 @@ def write_model_card(path: Path, run, sums: dict[str, str], meta: dict) -> None:
         *[f"| `{n}` | `{s}` |" for n, s in sums.items()], "",
         "## Use", "",
         "```bash",
-        f"llama-server -m {next((n for n in sums if 'Q4_K_M' in n), next(iter(sums), 'model.gguf'))} --jinja -c 4096",
+        f"llama-server -m {default} --jinja -c 4096   # llama.cpp's server, from any llama.cpp build",
         "ollama create qwenphysics -f Modelfile && ollama run qwenphysics",
         "```", "",
+        "In a QwenPhysics checkout, `.venv/bin/python scripts/serve.py --model <this folder>/"
+        f"{default}` starts the project's llama.cpp build behind Open WebUI.", "",
         "Sampling defaults (also stored in the GGUF metadata): temperature 0.1, 4096-token context.", "",
         "## Provenance", "",
         f"- recipe: `{run.recipe}`" if run.recipe else "- recipe: unknown",
         *[f"- {t}" for t in meta.get("general.tags", []) if ":" in t], "",
-        "## Metrics", "",
-        ("\n".join(f"- {k}: {v}" for k, v in metrics.items()) if metrics else
-         "Not evaluated yet: `python scripts/evaluate.py --gguf <file>` writes results to compare."), "",
+        "## Evaluation", "",
+        f"Not part of this card: `.venv/bin/python scripts/evaluate.py --gguf {default} --data <dataset> "
+        "--out results/<name>.json` evaluates it, and `scripts/compare.py` puts the results beside the "
+        "base model's in a report.", "",
         "## Licence", "", note, "",
         "Training data: arXiv metadata (CC0) and, for full-text contexts, papers under the licences recorded "
         "in the dataset manifests.", "",

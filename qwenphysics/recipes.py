@@ -75,7 +75,7 @@ def stray_files(root: Path = RECIPES_DIR) -> list[Path]:
         top = p.relative_to(root).parts[0]
         if p.suffix == ".yaml" and top != "accelerate":
             out.append(p)
-        elif p.suffix == ".yml" and top in SUPPORT_DIRS:
+        elif p.suffix == ".yml" and top in SUPPORT_DIRS and top != "merges":  # merges/: mergekit recipes
             out.append(p)
     return sorted(out)
 

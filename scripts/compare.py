@@ -2,8 +2,8 @@
 """Compare evaluated models: a Markdown report with deltas against a base model, and plots.
 
 Usage:
-    .venv/bin/python scripts/compare.py results/base.json results/qlora-0.5b.json \
-        --base base --train-dir qlora-0.5b=outputs/qlora-0.5b --out reports/compare
+    .venv/bin/python scripts/compare.py results/base.json results/qwen3b-physics.json \
+        --base base --train-dir qwen3b-physics=outputs/qwen3b-physics --out reports/compare
 
 The output dir receives report.md (tables for QA accuracy overall and by category,
 perplexity and lm-eval tasks, each fine-tune shown against the base) and the PNGs it links:

@@ -3,7 +3,8 @@
 Usage:
     .venv/bin/python scripts/convert.py recipes/qwen3b-physics.yml
     .venv/bin/python scripts/convert.py outputs/qwen3b-physics --quants Q4_K_M Q5_K_M Q8_0 --imatrix
-    .venv/bin/python scripts/convert.py outputs/demo --recipe outputs/demo/recipe.yml --base-dir artifacts/tiny-qwen2.5 --base-gguf
+    .venv/bin/python scripts/convert.py demo/outputs/demo-cpu --recipe demo/outputs/demo-cpu.recipe.yml --base-dir artifacts/tiny-qwen2.5 --base-gguf
+    .venv/bin/python scripts/convert.py outputs/merges/qa-instruct-linear     # a merge (scripts/merge.py)
 
 Writes models/<run>/: <run>-F16.gguf, <run>-<QUANT>.gguf..., <run>-lora-F16.gguf, SHA256SUMS,
 README.md (model card), Modelfile (Ollama), convert.json. Steps whose outputs are current are

@@ -28,7 +28,7 @@ def main(argv=None) -> int:
                     help="auto: the recipe itself with a GPU and the hub, else its CPU rewrite on the tiny model")
     ap.add_argument("--steps", type=int, default=6, help="CPU training steps (default 6)")
     ap.add_argument("--no-serve", action="store_true", help="exit after the smoke check instead of serving")
-    ap.add_argument("--port", type=int, default=8080, help="Open WebUI's port on 127.0.0.1 (default 8080)")
+    ap.add_argument("--port", type=int, default=3000, help="Open WebUI's port on 127.0.0.1 (default 3000, as make serve and Compose)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for llama.cpp (default: all cores)")
     ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
                     help="the demo's own folder for data/, outputs/, models/, logs/ (default: demo/); "

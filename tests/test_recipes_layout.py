@@ -63,12 +63,20 @@ def test_header_block(recipe):
     assert contexts == {header["Context"]}
     # the Data line is the exact builder command for that context
     data = shlex.split(header["Data"])
-    assert data[:4] == ["python", "-m", "dataset_builders", "build"]
+    assert data[:4] == [".venv/bin/python", "-m", "dataset_builders", "build"]  # the core env builds data
     assert data[data.index("--spec") + 1] == header["Context"]
     assert data[data.index("--out") + 1] == f"data/{header['Context']}"
     assert "--input" in data
     assert header["Merge"].startswith(f"axolotl merge-lora recipes/{recipe}")
     assert cfg["output_dir"] in header["Merge"]
+    if cfg.get("adapter") in ("lora", "qlora"):  # the Merge line merges into the unquantized base
+        assert cfg.get("merge_method") == "legacy"
+    if not load_recipe(path).get("use_ray"):  # like-for-like: a process count is always named
+        assert re.search(r"--num_processes \d+ ", header["Launch"])
+    else:
+        assert "--use-ray" in header["Launch"]
+    if cfg.get("lora_qkv_kernel"):  # the LoRA attention patch keeps transformers' rope
+        assert not cfg.get("liger_rope")
 
 
 @pytest.mark.parametrize("recipe", IDS)
@@ -150,7 +158,7 @@ def test_readme_lists_every_recipe_and_the_launch_commands():
         assert f"`{header['Context']}`" in row[0] and "estimate" in text
         vram = re.search(r"~\d+ GB", header["VRAM"]).group(0)
         assert vram in row[0], f"README and {rel} disagree on the VRAM estimate"
-    for needle in ("accelerate launch -m axolotl.cli.train recipes/qwen3b-physics.yml",
+    for needle in ("accelerate launch --num_processes 1 -m axolotl.cli.train recipes/qwen3b-physics.yml", "--use-ray",
                    "torchrun", "--nnodes", "--machine_rank", "--main_process_ip",
                    "use_ray", "ray start --head", "axolotl merge-lora", "scripts/cpu_recipe.py"):
         assert needle in text, needle

@@ -31,7 +31,7 @@ BROKEN = {
     "typo-special-tokens": ({"special_tokens": {"eos_tokn": "<|im_end|>"}},
                             "unknown", "special_tokens.eos_tokn"),
     "typo-plugin-key": ({"liger_rms_nrom": True}, "unknown", "liger_rms_nrom"),
-    "liger-without-plugin": ({"plugins": None}, "unknown", "liger_rope"),
+    "liger-without-plugin": ({"plugins": None}, "unknown", "liger_rms_norm"),
     "deprecated-flash": ({"flash_attention": True, "attn_implementation": None},
                          "deprecated", "flash_attention"),
     "missing-deepspeed": ({"deepspeed": "recipes/deepspeed/zero9.json"}, "error", "zero9.json"),
