@@ -185,20 +185,27 @@ def detect_mode(cfg: DemoConfig) -> tuple[str, str]:
 
 def step_train(cfg: DemoConfig, data: Path) -> tuple[Path, Path, Path | None]:
     """Returns (recipe used, output dir, local base model dir or None for a hub id)."""
-    from .recipes import cpu_variant, load_recipe
+    from .recipes import DEMO_GPU_STEPS, cpu_variant, demo_gpu_variant, load_recipe
     from .tiny_model import TINY_DIR
 
     mode, why = detect_mode(cfg)
     log = cfg.logs / "train.log"
     accelerate = venv_bin(".venv-train", "accelerate")
     if mode == "gpu":
-        say(f"training {cfg.recipe.name} on the GPU ({why})")
-        recipe = cfg.recipe
-        out = Path(load_recipe(recipe)["output_dir"])
-        out = out if out.is_absolute() else cfg.workdir / out
+        say(f"training on the GPU ({why}): {cfg.recipe.name} with its model, adapter and kernels, "
+            f"{DEMO_GPU_STEPS} steps of one 4,096-token row over the sample (the full recipe takes 65,536 "
+            "tokens a step, one step on a sample this small)")
+        out = cfg.workdir / "outputs" / "demo-gpu"
+        variant = demo_gpu_variant(load_recipe(cfg.recipe), data_root=data.parent, output_dir=out)
+        recipe = out.parent / "demo-gpu.recipe.yml"
+        body = "# " + cfg.recipe.name + " for the demo on a GPU (qwenphysics.recipes.demo_gpu_variant)\n"
+        new_text = body + __import__("yaml").safe_dump(variant, sort_keys=False)
+        if not recipe.exists() or recipe.read_text() != new_text:
+            recipe.parent.mkdir(parents=True, exist_ok=True)
+            recipe.write_text(new_text)
         base = None
         env = dict(QUIET)
-        cmd = [accelerate, "launch", "-m", "axolotl.cli.train", recipe]
+        cmd = [accelerate, "launch", "--num_processes", "1", "-m", "axolotl.cli.train", recipe]
     else:
         say(f"training on the CPU: {cfg.recipe.name} rewritten for the tiny Qwen2.5 ({why}); "
             "on a GPU machine with the hub this step runs the recipe itself")
@@ -255,7 +262,7 @@ def step_convert(cfg: DemoConfig, recipe: Path, out: Path, base: Path | None) ->
 
     try:
         run = load_run(recipe, output_dir=out)
-        run.name = "qwen3b-physics" if base is None else "demo-cpu"
+        run.name = "demo-gpu" if base is None else "demo-cpu"
         res = convert_run(run, ConvertOptions(out_root=cfg.workdir / "models", quants=("Q4_K_M",),
                                               base_dir=base, base_gguf=False, threads=cfg.threads,
                                               env={**OFFLINE, **QUIET} if base is not None else dict(QUIET)))

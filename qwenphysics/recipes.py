@@ -42,6 +42,8 @@ HEADER_FIELDS = ("Purpose", "Context", "Data", "Launch", "Hardware", "VRAM", "Co
 # The capability profile of one H100 (what `axolotl` detects there), used by the validation.
 H100_CAPABILITIES = {"bf16": True, "fp8": True, "tf32": True, "n_gpu": 1,
                      "compute_capability": "sm_90"}
+# ... and of one T4 (Turing: no bf16, no tf32), for the recipes written for it.
+T4_CAPABILITIES = {"bf16": False, "fp8": False, "tf32": False, "n_gpu": 1, "compute_capability": "sm_75"}
 # Axolotl's multi-GPU validators only tell one GPU from several.
 MULTI_GPU = 2
 
@@ -406,7 +408,9 @@ def _axolotl_validate(cfg: dict, mirror: Path, n_gpu: int) -> dict:
     if data.deepspeed:
         data.deepspeed = str(deepspeed_path(cfg))
     prepare_plugins(data)
-    capabilities = dict(H100_CAPABILITIES, n_gpu=n_gpu)
+    # a recipe written for GPUs without bf16 (fp16 on) is checked against a T4, the others an H100
+    base_caps = T4_CAPABILITIES if cfg.get("fp16") else H100_CAPABILITIES
+    capabilities = dict(base_caps, n_gpu=n_gpu)
     env_capabilities = {"torch_version": str(torch.__version__).split("+", maxsplit=1)[0]}
     old = os.environ.get("WORLD_SIZE")
     os.environ["WORLD_SIZE"] = str(n_gpu)
@@ -500,6 +504,29 @@ def cpu_variant(cfg: dict, *, model_dir: Path, data_root: Path, output_dir: Path
         out["plugins"] = [CPU_QLORA_PLUGIN]
     out.pop("warmup_steps", None)
     out["warmup_ratio"] = out.get("warmup_ratio", 0.0)
+    return out
+
+
+# The demo's GPU run: the default recipe on the demo's small sample would take one optimizer
+# step of 65,536 tokens per epoch and leave the model where it was.
+DEMO_GPU_STEPS = 60
+
+
+def demo_gpu_variant(cfg: dict, *, data_root: Path, output_dir: Path, max_steps: int = DEMO_GPU_STEPS) -> dict:
+    """The recipe for the demo on a GPU: the same model, adapter, kernels, template and
+    precision, with `data/` read from `data_root`, outputs under `output_dir`, and rows of one
+    packed 4,096-token micro-batch per optimizer step for `max_steps` steps (epochs repeat
+    over the sample), so that a few minutes of training move the model visibly."""
+    out = copy.deepcopy(cfg)
+    for section in ("datasets", "test_datasets"):
+        for entry in out.get(section) or []:
+            entry["path"] = rewrite_data_path(str(entry["path"]), data_root)
+    out["output_dir"] = str(output_dir)
+    out["dataset_prepared_path"] = str(Path(output_dir) / "prepared")
+    out.update(micro_batch_size=1, gradient_accumulation_steps=1, max_steps=max_steps, num_epochs=max_steps,
+               save_steps=max_steps, eval_steps=max_steps // 2, logging_steps=5, warmup_ratio=0.1)
+    out.pop("warmup_steps", None)
+    out.pop("save_total_limit", None)
     return out
 
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, run
-from qwenphysics.recipes import RECIPES_DIR, load_recipe, recipe_paths
+from qwenphysics.recipes import RECIPES_DIR, demo_gpu_variant, load_recipe, recipe_paths
 
 RECIPES = recipe_paths()
 IDS = [str(p.relative_to(RECIPES_DIR)) for p in RECIPES]
@@ -48,14 +48,38 @@ def reports(train_python, tmp_path_factory) -> dict[str, dict]:
         path = broken_dir / f"{name}.yml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
         broken.append(path)
+    demo = broken_dir / "demo-gpu.yml"  # what `make demo` trains on a GPU
+    demo.write_text(yaml.safe_dump(demo_gpu_variant(load_recipe(DEFAULT), data_root=ROOT / "demo" / "data",
+                                                    output_dir=ROOT / "demo" / "outputs" / "demo-gpu"),
+                                   sort_keys=False), encoding="utf-8")
+    t4_bf16 = broken_dir / "t4-with-bf16.yml"  # the T4 profile refuses bf16
+    t4_bf16.write_text(yaml.safe_dump({**load_recipe(RECIPES_DIR / "qwen3b-physics-t4.yml"), "bf16": True,
+                                       "fp16": True}, sort_keys=False), encoding="utf-8")
     report = broken_dir / "report.json"
     p = run([train_python, "-m", "qwenphysics.recipes", "validate", "--report", report,
-             *RECIPES, *broken], env={"PYTHONPATH": str(ROOT)}, check=False, timeout=900)
+             *RECIPES, *broken, demo, t4_bf16], env={"PYTHONPATH": str(ROOT)}, check=False, timeout=900)
     if not report.exists():
         raise AssertionError(f"no report:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     out = json.loads(report.read_text(encoding="utf-8"))
     return {Path(r["recipe"]).stem if Path(r["recipe"]).parent == broken_dir else
             str(Path(r["recipe"]).resolve().relative_to(RECIPES_DIR)): r for r in out}
+
+
+def test_the_demo_gpu_recipe_validates_and_trains_enough_steps(reports):
+    r = reports["demo-gpu"]
+    assert r["ok"], r["error"]
+    assert r["unknown_keys"] == [] and r["deprecated_keys"] == [] and r["warnings"] == []
+    cfg = demo_gpu_variant(load_recipe(DEFAULT), data_root=Path("/d"), output_dir=Path("/o/demo-gpu"))
+    assert cfg["max_steps"] >= 50 and cfg["micro_batch_size"] * cfg["gradient_accumulation_steps"] == 1
+    assert cfg["datasets"][0]["path"].startswith("/d/") and cfg["output_dir"] == "/o/demo-gpu"
+    for key in ("base_model", "adapter", "lora_r", "attn_implementation", "bf16", "chat_template", "special_tokens"):
+        assert cfg[key] == load_recipe(DEFAULT)[key], key
+
+
+def test_the_t4_recipe_is_checked_against_a_t4(reports):
+    assert reports["qwen3b-physics-t4.yml"]["ok"]
+    bad = reports["t4-with-bf16"]  # Axolotl warns that training would fail there
+    assert any("bf16 requested" in w for w in bad["warnings"]), bad
 
 
 def test_recipes_are_found_recursively():
