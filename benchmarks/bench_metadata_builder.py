@@ -209,7 +209,8 @@ import sys, datasets
 from dataset_builders.taxonomy import ALL_PHYSICS, archive_of
 datasets.disable_progress_bars()
 inp, out, nproc = sys.argv[1], sys.argv[2], int(sys.argv[3]) or None
-SYSTEM = "You are QwenPhysics, a physics assistant trained on arXiv papers."
+from qwenphysics.core.prompts import system_prompt
+SYSTEM = system_prompt()
 def keep(r):
     cats = r["categories"].split()
     if not any(c in ALL_PHYSICS or archive_of(c) in ALL_PHYSICS for c in cats):

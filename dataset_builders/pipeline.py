@@ -273,7 +273,7 @@ def make_manifest(spec: Spec, inputs: list[str], counts: Counter, writer: SplitW
         if input_hashes is not None and s in input_hashes:
             info["sha256"] = input_hashes[s]
         inputs_info.append(info)
-    spec_bytes = spec.path.read_bytes() if spec.path else b""
+    spec_bytes = spec.source_bytes()
     return {
         "builder": {"name": BUILDER_NAME, "version": BUILDER_VERSION},
         "spec": {"name": spec.name, "format": spec.format, "source": spec.source,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from qwenphysics.core.paths import PROJECT_ROOT
+
 from .filters import FilterSpec
 from .records import InputError
 
@@ -42,6 +44,13 @@ class Spec:
     options: dict = field(default_factory=dict)  # context-specific knobs (full text, mixtures)
     path: Path | None = None
     raw: dict = field(default_factory=dict)
+    includes: list[Path] = field(default_factory=list)  # files the spec reads (its system prompt)
+
+    def source_bytes(self) -> bytes:
+        """The spec file and every file it includes: what its checksum covers."""
+        if self.path is None:
+            return b""
+        return b"".join(p.read_bytes() for p in [self.path, *self.includes])
 
 
 def list_specs() -> list[str]:
@@ -60,6 +69,23 @@ def resolve(name_or_path: str) -> Path:
 
 _KNOWN = {"name", "format", "source", "description", "filters", "system_prompt", "templates",
           "templates_per_paper", "text", "options", "decontaminate"}
+
+
+def _system_prompt(value, path: Path) -> tuple[str | None, list[Path]]:
+    """The text, from the spec itself or from `{file: PATH}`: a relative PATH is under the project
+    root, so a spec copied anywhere still reads `serve/system-prompt.txt`."""
+    if value is None or isinstance(value, str):
+        return value, []
+    if isinstance(value, dict) and set(value) == {"file"}:
+        f = (PROJECT_ROOT / str(value["file"])).resolve()
+        try:
+            text = f.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise InputError(f"{path}: system_prompt file {value['file']} cannot be read ({e.strerror})") from None
+        if not text:
+            raise InputError(f"{path}: system_prompt file {value['file']} is empty")
+        return text, [f]
+    raise InputError(f"{path}: system_prompt is a text or {{file: PATH}}, not {value!r}")
 
 
 def load(name_or_path: str) -> Spec:
@@ -95,6 +121,9 @@ def load(name_or_path: str) -> Spec:
     if raw["format"] == "chat" and source == "metadata" and not templates and generator is None:
         raise InputError(f"{path}: a chat spec needs at least one entry under 'templates' "
                          f"(or options.generator: one of {GENERATORS})")
+    system_prompt, includes = _system_prompt(raw.get("system_prompt"), path)
+    if includes:
+        raw = {**raw, "system_prompt": system_prompt}  # the manifest's resolved spec shows the text
     tpp = int(raw.get("templates_per_paper", 1))
     if templates and not 1 <= tpp <= len(templates):
         raise InputError(f"{path}: templates_per_paper must be between 1 and {len(templates)}")
@@ -102,7 +131,7 @@ def load(name_or_path: str) -> Spec:
         name=str(raw["name"]), format=raw["format"], source=source,
         description=str(raw.get("description", "")).strip(),
         filters=FilterSpec.from_dict(raw.get("filters"), str(path)),
-        system_prompt=raw.get("system_prompt"), templates=templates, templates_per_paper=tpp,
+        system_prompt=system_prompt, templates=templates, templates_per_paper=tpp, includes=includes,
         text=str(raw.get("text", "{title}\n\n{abstract}")), options=options,
         path=path, raw=raw,
     )

@@ -14,6 +14,7 @@ without that mark, and it deletes nothing it did not write.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import REPO_ROOT
+from .core.prompts import system_prompt
 from .hashing import sha256_file
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -144,7 +146,7 @@ def step_data(cfg: DemoConfig) -> Path:
         m = json.loads(manifest.read_text())
         same_inputs = [i["path"] for i in m["inputs"]] == inputs and all(
             not Path(i["path"]).is_file() or i.get("sha256") == sha256_file(Path(i["path"])) for i in m["inputs"])
-        if same_inputs and m["spec"]["sha256"] == sha256_file(spec.path):
+        if same_inputs and m["spec"]["sha256"] == hashlib.sha256(spec.source_bytes()).hexdigest():
             say(f"dataset {out} is current ({m['counts']['kept']} papers)")
             return out
     say("building the abstracts-chat training context")
@@ -295,9 +297,11 @@ def step_serve(cfg: DemoConfig, model: Path, lora: Path | None = None) -> list[d
         from openai import OpenAI
 
         client = OpenAI(base_url=stack.openai_base_url, api_key=stack.api_key, max_retries=1, timeout=120)
+        system = system_prompt()  # the prompt the model was trained with
         say(f"smoke check: the seed's {len(seed)} questions through the OpenAI API")
         for q in seed:
-            r = client.chat.completions.create(model=stack.model, messages=[{"role": "user", "content": q.question}],
+            r = client.chat.completions.create(model=stack.model, messages=[{"role": "system", "content": system},
+                                                                         {"role": "user", "content": q.question}],
                                                temperature=0.1, max_tokens=48)
             text = (r.choices[0].message.content or "").strip().replace("\n", " ")
             answers.append({"id": q.id, "question": q.question, "answer": text})

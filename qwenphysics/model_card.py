@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .core.prompts import system_prompt
+
 LICENSES = {  # base model -> (licence id for the HF card, note)
     "qwen2.5-3b": ("other", "Qwen Research licence (the 3B weights are not Apache-2.0): "
                             "https://huggingface.co/Qwen/Qwen2.5-3B-Instruct/blob/main/LICENSE"),
@@ -74,8 +76,7 @@ def write_modelfile(path: Path, gguf_name: str) -> None:
         'TEMPLATE """{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
         '{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
         '<|im_start|>assistant\n"""\n'
-        'SYSTEM """You are QwenPhysics, a physics assistant trained on arXiv papers. Answer precisely and write '
-        'mathematics in LaTeX."""\n'
+        f'SYSTEM """{system_prompt()}"""\n'
         "PARAMETER temperature 0.1\n"
         "PARAMETER num_ctx 4096\n"
         'PARAMETER stop "<|im_end|>"\n'

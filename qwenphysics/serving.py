@@ -42,6 +42,8 @@ PARALLEL = 4  # server slots: concurrent chats served at once (more queue)
 
 MODEL_ALIAS = "qwenphysics"  # the model id llama-server reports; the preset's base model
 PRESET_FILE = REPO_ROOT / "serve" / "physics-preset.json"
+# The one system prompt (training, serving, evaluation), read from beside the preset file.
+SYSTEM_PROMPT_NAME = "system-prompt.txt"
 ENV_FILE = REPO_ROOT / "serve" / ".env"
 MODELS_DIR = REPO_ROOT / "models"
 DEFAULT_DATA_DIR = REPO_ROOT / "outputs" / "webui"
@@ -246,6 +248,14 @@ def load_preset(path: Path = PRESET_FILE) -> dict:
     for key in ("id", "base_model_id", "name", "params"):
         if key not in preset:
             raise ServeError(f"preset {path} lacks {key!r}: add it")
+    if "system" in preset["params"]:
+        raise ServeError(f"preset {path} sets its own system prompt: remove params.system; the preset takes "
+                         f"the one in {SYSTEM_PROMPT_NAME} beside it, as training and evaluation do")
+    prompt_file = Path(path).parent / SYSTEM_PROMPT_NAME
+    try:
+        preset["params"]["system"] = prompt_file.read_text(encoding="utf-8").strip()
+    except OSError:
+        raise ServeError(f"{prompt_file} is missing: restore serve/{SYSTEM_PROMPT_NAME}") from None
     return preset
 
 

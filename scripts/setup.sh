@@ -182,12 +182,16 @@ do_artifacts() {  # the real Qwen2.5 tokenizer and the tiny model (offline, ~20 
     || die "building artifacts/ failed: run .venv-train/bin/python scripts/make_tiny_qwen.py to see why"
 }
 
+BROWSER_PACKAGES="chromium fonts-noto-core fonts-noto-cjk"  # Noto: glyphs for any script an answer holds
+
 do_browser() {
-  if [ -x /usr/bin/chromium ]; then log "chromium present"; return; fi
-  if [ "$(id -u)" != 0 ]; then log "skipping chromium (not root): apt-get install chromium for the browser test"; return; fi
-  log "installing Debian's chromium for the browser test"
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
-    || die "apt-get install chromium failed"
+  if [ -x /usr/bin/chromium ] && dpkg -s fonts-noto-core fonts-noto-cjk >/dev/null 2>&1; then
+    log "chromium and its fonts present"; return
+  fi
+  if [ "$(id -u)" != 0 ]; then log "skipping the browser (not root): apt-get install $BROWSER_PACKAGES for the browser test"; return; fi
+  log "installing Debian's chromium and Noto fonts for the browser test"
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $BROWSER_PACKAGES >/dev/null \
+    || die "apt-get install $BROWSER_PACKAGES failed"
 }
 
 targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(all)

@@ -1,7 +1,7 @@
 """
 title: QwenPhysics context window
-description: Keeps every request inside the llama server's per-chat context: the system prompt and the newest messages that fit, older ones left out (the answer budget is reserved).
-version: 1
+description: Keeps every request inside the llama server's per-chat context: the system prompt and the newest messages that fit, older ones left out (the answer budget is reserved). Answers' bracket-delimited formulas are rewritten with dollars, which Open WebUI typesets as display and inline math.
+version: 2
 """
 
 # An Open WebUI filter function, installed and switched on for every model by the provisioning
@@ -13,7 +13,27 @@ version: 1
 # too long keeps its beginning and end. Tokens are estimated from characters (LaTeX-heavy
 # physics text runs ~3 characters per Qwen2.5 token; CHARS_PER_TOKEN errs short).
 
+#
+# The outlet rewrites an answer's \[...\] and \(...\) (which Qwen models often write) as
+# $$...$$ and $...$ once the answer is complete, outside code: Open WebUI 0.12 typesets \[...\]
+# in text style, not as a display block. The system prompt asks for dollars in the first place.
+
+import re
+
 from pydantic import BaseModel, Field
+
+_CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)
+_DISPLAY = re.compile(r"\\\[(.+?)\\\]", re.S)
+_INLINE = re.compile(r"\\\((.+?)\\\)", re.S)
+
+
+def dollar_math(text: str) -> str:
+    """\\[x\\] -> $$x$$ on lines of its own, \\(x\\) -> $x$; code spans and blocks untouched."""
+    parts = _CODE.split(text)
+    for i in range(0, len(parts), 2):  # even parts are outside code
+        part = _DISPLAY.sub(lambda m: "\n$$" + m.group(1).strip() + "$$\n", parts[i])
+        parts[i] = _INLINE.sub(lambda m: "$" + m.group(1).strip() + "$", part)
+    return "".join(parts)
 
 
 class Filter:
@@ -55,4 +75,10 @@ class Filter:
             kept.append(m)
             used += need
         body["messages"] = system + kept[::-1]
+        return body
+
+    def outlet(self, body: dict, __user__: dict | None = None) -> dict:
+        for m in body.get("messages") or []:
+            if m.get("role") == "assistant" and isinstance(m.get("content"), str):
+                m["content"] = dollar_math(m["content"])
         return body

@@ -374,3 +374,17 @@ def test_context_filter_cuts_the_middle_of_a_message_too_long_alone():
     out = f.inlet({"messages": [{"role": "user", "content": text}], "max_tokens": 1000})["messages"]
     assert len(out) == 1 and out[0]["content"].startswith("BEGIN") and out[0]["content"].endswith("END")
     assert "[...]" in out[0]["content"] and len(out[0]["content"]) < 8192 * f.valves.chars_per_token
+
+
+def test_filter_outlet_rewrites_bracket_math_with_dollars_outside_code():
+    f = load_context_filter()
+    answer = ("Inline \\(a^2 + b^2\\) and display:\n\\[ \\int_0^1 x\\,dx \\]\n"
+              "Code stays: `\\(x\\)` and\n```latex\n\\[y\\]\n```\nthen \\(z\\).")
+    body = {"messages": [{"role": "user", "content": "keep \\(this\\)"}, {"role": "assistant", "content": answer}]}
+    out = f.outlet(body)["messages"]
+    assert out[0]["content"] == "keep \\(this\\)"  # only answers are rewritten
+    text = out[1]["content"]
+    assert "Inline $a^2 + b^2$ and" in text and "\n$$\\int_0^1 x\\,dx$$\n" in text and "then $z$." in text
+    assert "`\\(x\\)`" in text and "```latex\n\\[y\\]\n```" in text
+    assert f.outlet({"messages": [{"role": "assistant", "content": "no math $x$"}]})["messages"][0]["content"] \
+        == "no math $x$"

@@ -249,7 +249,7 @@ def _write(spec: Spec, unit: str, built: dict, out: Path, inputs: list[str]) -> 
                     "examples": round(ci["examples"][split] / te, 4) if te else 0.0}
         for ci in comp_info:
             ci["target_share"] = round(ci["weight"] / wsum, 4)
-        spec_bytes = spec.path.read_bytes() if spec.path else b""
+        spec_bytes = spec.source_bytes()
         manifest = {
             "builder": {"name": BUILDER_NAME, "version": pipeline.BUILDER_VERSION},
             "spec": {"name": spec.name, "source": spec.source, "description": spec.description,

@@ -19,14 +19,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..core.prompts import system_prompt
 from . import lmeval, perplexity, questions
 from .errors import EvalError, QuestionFailed
 
 SCHEMA_VERSION = 1
-SYSTEM_PROMPT = (
-    "You are a physics expert. Answer the question concisely and correctly. Give numerical "
-    "values with their units and write formulas in LaTeX. Answer in the language of the question."
-)
+SYSTEM_PROMPT = system_prompt()  # what the models were trained and are served with
 MAX_TOKENS_CAP = 4096
 
 

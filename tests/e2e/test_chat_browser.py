@@ -139,3 +139,79 @@ def test_two_questions_in_one_chat_as_served(stack):
     assert ARTIFACT.stat().st_size > 10_000
     log = stack.llama_log.read_text(errors="replace")
     assert "exceeds the available context size" not in log
+
+
+# An answer in every delimiter Qwen models write: Open WebUI must typeset each with KaTeX.
+MATH_ANSWER = (
+    "Inline, dollars: $E = mc^2$. Inline, parentheses: \\(a^2 + b^2 = c^2\\).\n\n"
+    "Display, dollars:\n\n$$\\int_0^1 x \\, dx = \\frac{1}{2}$$\n\n"
+    "Display, brackets:\n\n\\[\\nabla \\cdot \\mathbf{E} = \\frac{\\rho}{\\varepsilon_0}\\]\n"
+)
+MATH_ARTIFACT = ROOT / "outputs" / "test-artifacts" / "math.png"
+
+
+def test_formulas_in_an_answer_render_with_katex(stack):
+    """A chat holding an answer with inline and display math in all four delimiter forms, opened
+    in the browser: each formula is a KaTeX element, none is left as raw TeX. Open WebUI sets
+    \\[...\\] in text style; after the provisioned filter's outlet (Open WebUI's own
+    /api/chat/completed path) both display formulas are display blocks."""
+    from playwright.sync_api import expect, sync_playwright
+
+    email, password = stack.admin_credentials()
+    token = serving.webui_signin(stack.webui_url, email, password)
+    preset = serving.load_preset()["id"]
+    now = 1_700_000_000
+
+    def save_chat(content: str, chat_id: str | None = None) -> str:
+        user = {"id": "q1", "parentId": None, "childrenIds": ["a1"], "role": "user",
+                "content": "Write four formulas.", "timestamp": now, "models": [preset]}
+        answer = {"id": "a1", "parentId": "q1", "childrenIds": [], "role": "assistant", "content": content,
+                  "model": preset, "modelName": preset, "done": True, "timestamp": now + 1}
+        chat = {"title": "Formulas", "models": [preset], "messages": [user, answer],
+                "history": {"messages": {"q1": user, "a1": answer}, "currentId": "a1"}, "timestamp": now}
+        url = f"{stack.webui_url}/api/v1/chats/" + (chat_id or "new")
+        status, body = serving.http_json("POST", url, {"chat": chat}, token=token)
+        assert status == 200 and isinstance(body, dict) and body.get("id"), (status, body)
+        return body["id"]
+
+    def rendered(page, chat_id: str) -> tuple[int, int, str]:
+        page.goto(f"{stack.webui_url}/c/{chat_id}")
+        response = page.locator("#response-content-container").last
+        expect(response).to_be_visible()
+        expect(response.locator(".katex")).to_have_count(4, timeout=30_000)
+        page.wait_for_timeout(1_000)
+        return response.locator(".katex").count(), response.locator(".katex-display").count(), response.inner_text()
+
+    chat_id = save_chat(MATH_ANSWER)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.set_default_timeout(60_000)
+            page.goto(stack.webui_url)
+            page.locator("#email").fill(email)
+            page.locator("input[name=password]").fill(password)
+            page.locator("button[type=submit]").click()
+            expect(page.locator("#chat-input")).to_be_visible()
+            raw_count, raw_displays, raw_text = rendered(page, chat_id)
+
+            # the answer as Open WebUI stores it after the outlet filters
+            status, done = serving.http_json(
+                "POST", f"{stack.webui_url}/api/chat/completed",
+                {"model": preset, "chat_id": chat_id, "id": "a1", "session_id": "test",
+                 "messages": [{"id": "q1", "role": "user", "content": "Write four formulas."},
+                              {"id": "a1", "role": "assistant", "content": MATH_ANSWER}]}, token=token)
+            assert status == 200 and isinstance(done, dict), (status, done)
+            filtered = done["messages"][-1]["content"]
+            assert "\\[" not in filtered and "\\(" not in filtered and filtered.count("$$") == 4, filtered
+            save_chat(filtered, chat_id)
+            count, displays, text = rendered(page, chat_id)
+            MATH_ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(MATH_ARTIFACT))
+        finally:
+            browser.close()
+    assert raw_count == 4 and raw_displays >= 1  # every form typeset by KaTeX as Open WebUI ships it
+    assert count == 4 and displays == 2
+    for shown in (raw_text, text):
+        for raw in ("$E", "\\(", "\\[", "$$", "\\frac"):
+            assert raw not in shown, f"{raw!r} left as raw TeX in: {shown[:300]}"
