@@ -27,8 +27,8 @@ def _results(name, acc_by_cat, ppl, recipe=None, lm=None):
         "settings": {"question_set": {"sha256": "q" * 64}},
         "qa": {"questions": [], "correct": correct, "total": total, "accuracy": correct / total,
                "by_category": by_cat},
-        "perplexity": {"ppl": ppl, "tokens": 4096, "documents": 12, "test_sha256": "t", "n_ctx": 512,
-                       "max_tokens": 4096},
+        "perplexity": {"ppl": ppl, "ci95": [ppl * 0.9, ppl * 1.1], "tokens": 4096, "documents": 12,
+                       "test_sha256": "t", "n_ctx": 512, "max_tokens": 4096},
         "lm_eval": lm or {"sciq": {"skipped": "skipped: lm_eval not installed"}},
         "timings": {"total_s": 1.0},
     }
@@ -81,7 +81,8 @@ def test_report_tables_deltas_and_plots(tmp_path, inputs):
     assert "| quantum | 50.0% | 75.0% (+25.0 pp) |" in text
     assert "| relativity | 25.0% | 25.0% (+0.0 pp) |" in text
     # perplexity 20 -> 15
-    assert "| qlora-a | 15.000 | -5.000 (-25.0%) | 4096 | 12 |  |" in text
+    assert "| qlora-a | 15.000 | 13.500–16.500 | -5.000 (-25.0%) | 4096 | 12 | interval apart from the base's |" in text
+    assert "| base | 20.000 | 18.000–22.000 | base | 4096 | 12 |  |" in text
     # lm-eval: acc_norm preferred, delta against base
     assert "| sciq | 0.400 (acc_norm) | 0.450 (+0.050) |" in text
     # training: newest checkpoint's final losses
@@ -105,7 +106,7 @@ def test_base_is_first_and_missing_parts_are_reported(tmp_path, inputs):
     runs = compare.collect_runs(list(reversed(paths)), "base", [])
     assert [r.name for r in runs] == ["base", "qlora-a"]
     text = compare.build_report(runs, tmp_path / "r")
-    assert "| qlora-a | — | — | — | — | skipped: no --data given |" in text
+    assert "| qlora-a | — | — | — | — | — | skipped: no --data given |" in text
     assert "No training output dir was given" in text
     assert not (tmp_path / "r" / "loss_curves.png").exists()
 

@@ -69,10 +69,32 @@ def test_served_model_full_run(served_results, llama_server, tiny_gguf, tiny_dat
     assert math.isfinite(ppl["ppl"]) and ppl["ppl"] > 1
     assert 0 < ppl["tokens"] <= 600 and ppl["documents"] >= 1
     assert ppl["test_sha256"] == _sha(tiny_dataset / "test.jsonl")
+    lo, hi = ppl["ci95"]
+    assert lo <= ppl["ppl"] <= hi and ppl["scored"].startswith("paper text only")
     assert set(res["lm_eval"]) == set(lmeval.DEFAULT_TASKS)
     for task in res["lm_eval"].values():
         assert "metrics" in task or task["skipped"].startswith(("skipped: ", "failed: "))
     assert {"qa_s", "perplexity_s", "lm_eval_s", "total_s"} <= set(res["timings"])
+
+
+def test_perplexity_scores_exactly_the_answer_tokens(tiny_gguf, tmp_path):
+    """Against the real tokenizer: of a conversation, only the assistant's content is scored."""
+    from llama_cpp import Llama
+
+    from qwenphysics.evaluation import perplexity
+
+    answer = "The Schrodinger equation $i\\hbar \\partial_t \\psi = H \\psi$ governs the state."
+    convo = [{"role": "system", "content": "You are a physics assistant."},
+             {"role": "user", "content": "Which equation governs a quantum state?"},
+             {"role": "assistant", "content": answer}]
+    test = tmp_path / "test.jsonl"
+    test.write_text(json.dumps({"messages": convo}) + "\n" + json.dumps({"text": answer}) + "\n")
+    res = perplexity.perplexity_gguf(tiny_gguf, test, n_ctx=256, max_tokens=10_000)
+    tok = Llama(model_path=str(tiny_gguf), vocab_only=True, verbose=False)
+    n_answer = len(tok.tokenize(answer.encode(), add_bos=False, special=False))
+    # the conversation scores its answer; the completion line all but its first token
+    assert res["tokens"] == n_answer + (n_answer - 1) and res["documents"] == 2
+    assert res["ci95"][0] <= res["ppl"] <= res["ci95"][1]
 
 
 def test_gguf_direct_run_and_compare(served_results, tiny_gguf, tmp_path):

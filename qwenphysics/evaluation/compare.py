@@ -191,7 +191,11 @@ def plot_perplexity(runs: list[Run], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(pairs) + 2), 4))
     names, values = zip(*pairs)
     colors = ["#999999" if n == runs[0].name else "#1f77b4" for n in names]  # base in grey
-    bars = ax.bar(names, values, color=colors)
+    cis = [(r.results.get("perplexity") or {}).get("ci95") for r in runs if _ppl(r) is not None]
+    err = None
+    if all(cis):  # 95 % intervals as error bars
+        err = [[v - c[0] for v, c in zip(values, cis)], [c[1] - v for v, c in zip(values, cis)]]
+    bars = ax.bar(names, values, color=colors, yerr=err, capsize=4 if err else 0)
     ax.bar_label(bars, fmt="%.2f")
     ax.set_ylabel("perplexity (lower is better)")
     ax.set_title("Held-out perplexity")
@@ -309,17 +313,26 @@ def build_report(runs: list[Run], out_dir: Path, title: str = "QwenPhysics model
     # perplexity
     lines += ["## Held-out perplexity", ""]
     base_ppl = _ppl(base)
+    base_ci = (base.results.get("perplexity") or {}).get("ci95")
     rows = []
     for r in runs:
         p = r.results.get("perplexity") or {}
         v = _ppl(r)
         if v is None:
-            rows.append([r.name, "—", "—", "—", "—", _skip_reason(p)])
+            rows.append([r.name, "—", "—", "—", "—", "—", _skip_reason(p)])
             continue
-        rows.append([r.name, f"{v:.3f}", "base" if r is base else _ppl_delta(v, base_ppl),
-                     str(p.get("tokens", "—")), str(p.get("documents", "—")), ""])
-    lines += _table(["Run", "Perplexity", "Δ vs base", "Tokens", "Documents", "Note"], rows)
-    lines.append("")
+        ci = p.get("ci95")
+        note = ""
+        if ci and r is not base and base_ci and (ci[1] < base_ci[0] or ci[0] > base_ci[1]):
+            note = "interval apart from the base's"
+        elif ci and r is not base and base_ci:
+            note = "interval overlaps the base's: no clear difference"
+        rows.append([r.name, f"{v:.3f}", f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "—",
+                     "base" if r is base else _ppl_delta(v, base_ppl),
+                     str(p.get("tokens", "—")), str(p.get("documents", "—")), note])
+    lines += _table(["Run", "Perplexity", "95 % interval", "Δ vs base", "Tokens", "Documents", "Note"], rows)
+    lines += ["", "Perplexity of the paper text only (answers of chat lines, whole completion lines), on "
+              "papers no context trained on; the interval is a bootstrap over documents.", ""]
     measured = [r.results["perplexity"] for r in runs if _ppl(r) is not None]
     if len({(p.get("test_sha256"), p.get("n_ctx"), p.get("max_tokens")) for p in measured}) > 1:
         lines += ["> Warning: perplexities were measured on different test files or settings "

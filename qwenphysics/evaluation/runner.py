@@ -121,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     x = p.add_argument_group("perplexity")
     x.add_argument("--data", type=Path, help="dataset builder output dir (its test.jsonl is scored)")
     x.add_argument("--ppl-n-ctx", type=int, default=512, help="window size in tokens (default 512)")
-    x.add_argument("--ppl-max-tokens", type=int, default=8192,
-                   help="score at most this many tokens (default 8192)")
+    x.add_argument("--ppl-max-tokens", type=int, default=32768,
+                   help="score at most this many tokens of paper text (default 32768; the report's 95 %% "
+                        "interval says whether two runs differ)")
     e = p.add_argument_group("lm-eval")
     e.add_argument("--lm-eval-tasks", type=_csv, default=list(lmeval.DEFAULT_TASKS))
     e.add_argument("--lm-eval-python", default=sys.executable,
@@ -252,7 +253,8 @@ def evaluate(a: argparse.Namespace, log: Callable[[str], None]) -> dict:
         ppl = perplexity.perplexity_gguf(a.gguf, a.data / "test.jsonl", a.ppl_n_ctx,
                                          a.ppl_max_tokens, progress=None)
         timings["perplexity_s"] = round(time.monotonic() - t0, 3)
-        log(f"perplexity: {ppl['ppl']:.3f} over {ppl['tokens']} tokens, {ppl['documents']} documents")
+        log(f"perplexity: {ppl['ppl']:.3f} (95 % interval {ppl['ci95'][0]:.3f}-{ppl['ci95'][1]:.3f}) over "
+            f"{ppl['tokens']} tokens of paper text, {ppl['documents']} documents")
 
     if a.no_lm_eval:
         lm = {t: {"skipped": "skipped: --no-lm-eval"} for t in a.lm_eval_tasks}
