@@ -164,12 +164,18 @@ def named_paths(text: str) -> list[str]:
     return [m.group(1).rstrip(".,)") for m in PATH_RE.finditer(text)]
 
 
+@functools.lru_cache(maxsize=None)
+def generated(p: str) -> bool:
+    """A path git ignores: an output the project writes (benchmarks/results/, serve/.env)."""
+    return subprocess.run(["git", "check-ignore", "-q", p], cwd=ROOT).returncode == 0
+
+
 def path_exists(p: str) -> bool:
     if any(c in p for c in "<>{}"):  # a placeholder: check the folder before it
         p = re.split(r"[<{]", p)[0].rsplit("/", 1)[0]
     if "*" in p:
         return any(ROOT.glob(p))
-    return (ROOT / p).exists()
+    return (ROOT / p).exists() or generated(p)
 
 
 def created_paths(cmds) -> set[tuple[str, str]]:

@@ -33,7 +33,7 @@ def test_dataset_detection_in_hub_and_datasets_caches(tmp_path):
 def test_skip_reasons(tmp_path):
     tasks = ["mmlu_astronomy", "sciq"]
     no_server = lmeval.run(tasks, None, None)
-    assert all(r["skipped"].startswith("skipped: lm-eval tasks need a served model") for r in no_server.values())
+    assert all(r["skipped"].startswith("skipped: hub tasks need a served model") for r in no_server.values())
     res = lmeval.run(tasks, "http://127.0.0.1:9/v1", "m", python=sys.executable, env=_env(tmp_path))
     assert set(res) == set(tasks)
     if importlib.util.find_spec("lm_eval") is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from qwenphysics.toolchain import ToolchainMissing, find_toolchain
 
 from .errors import UserError
-from .processes import new_session_dying_with_parent
+from .processes import new_session_killed_with_parent
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -84,7 +84,7 @@ class LlamaServer:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         env=env, preexec_fn=new_session_dying_with_parent)
+                                         env=env, preexec_fn=new_session_killed_with_parent)
         finally:
             if self.log:
                 out.close()

@@ -34,6 +34,15 @@ def new_session_dying_with_parent() -> None:
         _prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
+def new_session_killed_with_parent() -> None:
+    """`preexec_fn` for servers with nothing to save (a teacher model's server): own process
+    group, SIGKILL when the starting process dies, so it never keeps generating for nobody
+    (a server stopping politely finishes its running requests first)."""
+    os.setsid()
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
 def sigterm_as_interrupt() -> None:
     """Make SIGTERM behave like Ctrl-C (KeyboardInterrupt), and restore SIGINT's default
     handler, which a process started from a script's background job inherits ignored."""

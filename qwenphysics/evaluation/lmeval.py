@@ -1,9 +1,16 @@
-"""Standard benchmark tasks through EleutherAI's lm-evaluation-harness, offline.
+"""Benchmark tasks through EleutherAI's lm-evaluation-harness, offline.
 
-The harness runs in whichever Python environment has it (``--lm-eval-python``), as a
-subprocess talking to the served model. A task runs only when ``lm_eval`` imports there
-and the task's data is already in the local Hugging Face cache; otherwise it is recorded
-as skipped with the reason. Network access is switched off for the subprocess.
+The harness runs in whichever Python environment has it (``--lm-eval-python``, by default
+the training environment), as a subprocess. Two kinds of task:
+
+* the project's own ``qwenphysics_title_choice`` (:mod:`.mc_task`), written from the
+  dataset's held-out papers, scored by log-likelihood against the GGUF through llama.cpp
+  (llama-cpp-python's server, started for the run) or against a Hugging Face model folder;
+* hub tasks (MMLU's physics subjects, SciQ), which run only when their data is already in
+  the local Hugging Face cache; otherwise they are recorded as skipped with the reason.
+
+Network access is switched off for the subprocess. A run that fails is recorded as
+``failed: ...`` with the harness's last error line.
 """
 
 from __future__ import annotations
@@ -15,7 +22,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from qwenphysics import REPO_ROOT
+
+from . import mc_task
+
 DEFAULT_TASKS = (
+    "qwenphysics_title_choice",
     "mmlu_college_physics",
     "mmlu_high_school_physics",
     "mmlu_conceptual_physics",
@@ -44,6 +56,115 @@ out = {"results": res.get("results", {}), "versions": res.get("versions", {}),
 with open(args["out"], "w") as fh:
     json.dump(out, fh, default=str)
 """
+
+
+TRAIN_PYTHON = REPO_ROOT / ".venv-train" / "bin" / "python"
+CORE_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
+LOCAL_TASKS = (mc_task.TASK,)
+
+# Runs the project's tasks with log_samples, so that every item's choice can be compared
+# across backends. `qwenphysics-llama-cpp` scores log-likelihoods on the GGUF with llama.cpp,
+# in-process, through the helper `qwenphysics.evaluation.llama_scorer` (run by the core
+# environment's Python, where llama-cpp-python is): the OpenAI-style servers cannot (see the
+# helper's docstring).
+_LOCAL_RUNNER = r"""
+import json, subprocess, sys
+import lm_eval
+import lm_eval.models  # the harness's own models (hf, local-completions, ...), registered first
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+from lm_eval.tasks import TaskManager
+
+
+@register_model("qwenphysics-llama-cpp")
+class LlamaCppLM(LM):
+    def __init__(self, gguf, python, n_ctx=2048, **kwargs):
+        super().__init__()
+        self.proc = subprocess.Popen([python, "-m", "qwenphysics.evaluation.llama_scorer", "--gguf", gguf,
+                                      "--n-ctx", str(n_ctx)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, bufsize=1)
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        out = []
+        for req in requests:
+            context, continuation = req.args
+            self.proc.stdin.write(json.dumps({"context": context, "continuation": continuation}) + "\n")
+            ans = json.loads(self.proc.stdout.readline() or '{"error": "the llama.cpp scorer exited"}')
+            if "error" in ans:
+                raise RuntimeError(ans["error"])
+            out.append((ans["loglikelihood"], ans["greedy"]))
+        return out
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        raise NotImplementedError("qwenphysics-llama-cpp scores continuations only")
+
+    def generate_until(self, requests, disable_tqdm=False):
+        raise NotImplementedError("qwenphysics-llama-cpp scores continuations only")
+
+
+args = json.loads(sys.argv[1])
+tm = TaskManager(include_path=args["include_path"], include_defaults=False)
+res = lm_eval.simple_evaluate(model=args["model_type"], model_args=args["model_args"], tasks=args["tasks"],
+                              task_manager=tm, limit=args["limit"], log_samples=True, bootstrap_iters=0)
+per_item = {}
+for task, samples in res.get("samples", {}).items():
+    rows = []
+    for s in sorted(samples, key=lambda s: s["doc_id"]):
+        lls = [float(r[0] if isinstance(r, (list, tuple)) else r) for r in s["filtered_resps"]]
+        rows.append({"doc_id": s["doc_id"], "loglikelihoods": lls,
+                     "choice": max(range(len(lls)), key=lls.__getitem__), "target": s.get("target")})
+    per_item[task] = rows
+out = {"results": res.get("results", {}), "versions": res.get("versions", {}), "items": per_item,
+       "lm_eval_version": getattr(lm_eval, "__version__", None)}
+with open(args["out"], "w") as fh:
+    json.dump(out, fh, default=str)
+"""
+
+
+def default_python() -> str:
+    """The training environment's Python when it exists (it has lm-eval), else this one."""
+    return str(TRAIN_PYTHON) if TRAIN_PYTHON.exists() else sys.executable
+
+
+def run_local_task(data_dir: Path, *, gguf: Path | None = None, hf_model: Path | None = None,
+                   python: Path | str = TRAIN_PYTHON, core_python: Path | str = CORE_PYTHON,
+                   limit: int | None = None, timeout: float = 3600, work: Path | None = None) -> dict:
+    """The title-choice task written from `data_dir`'s test split and scored by lm-eval (run by
+    `python`) on the GGUF through llama.cpp (`core_python` runs llama-cpp-python) or on a
+    Hugging Face model folder: {"metrics", "items", "n_items", "backend", ...}."""
+    if (gguf is None) == (hf_model is None):
+        raise ValueError("pass exactly one of gguf, hf_model")
+    with tempfile.TemporaryDirectory(prefix="qwenphysics-lmeval-") as tmp:
+        tmp = Path(work or tmp)
+        include, n_items = mc_task.write_task(data_dir, tmp / "tasks")
+        if hf_model is not None:
+            model_args = {"pretrained": str(hf_model), "device": "cpu", "dtype": "float32", "batch_size": 1}
+            return _run_runner(python, "hf", model_args, include, limit, timeout, tmp, "hf", n_items)
+        model_args = {"gguf": str(Path(gguf).resolve()), "python": str(core_python), "n_ctx": 2048}
+        return _run_runner(python, "qwenphysics-llama-cpp", model_args, include, limit, timeout, tmp, "llama.cpp",
+                           n_items)
+
+
+def _run_runner(python, model_type: str, model_args: dict, include: Path, limit, timeout: float, tmp: Path,
+                backend: str, n_items: int) -> dict:
+    out_path = tmp / "results.json"
+    args = {"model_type": model_type, "model_args": model_args, "tasks": list(LOCAL_TASKS), "limit": limit,
+            "include_path": str(include), "out": str(out_path)}
+    env = {**os.environ, **OFFLINE_ENV, "OPENAI_API_KEY": "none"}
+    try:
+        proc = subprocess.run([str(python), "-c", _LOCAL_RUNNER, json.dumps(args)], capture_output=True, text=True,
+                              timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"failed: lm-eval did not finish within {timeout:.0f} s", "backend": backend}
+    if proc.returncode != 0 or not out_path.exists():
+        tail = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
+        return {"skipped": f"failed: lm-eval exited {proc.returncode}: {tail[-1][:300] if tail else 'no output'}",
+                "backend": backend}
+    data = json.loads(out_path.read_text())
+    task = LOCAL_TASKS[0]
+    return {"metrics": _metrics(data["results"].get(task, {})), "items": data["items"].get(task, []),
+            "n_items": n_items, "backend": backend, "version": data.get("versions", {}).get(task),
+            "lm_eval_version": data.get("lm_eval_version")}
 
 
 def cache_dirs(env: dict | None = None) -> tuple[list[Path], list[Path]]:
@@ -105,14 +226,31 @@ def run(
     limit: int | None = None,
     timeout: float = 3600,
     env: dict | None = None,
+    gguf: Path | None = None,
+    data: Path | None = None,
+    hf_model: Path | None = None,
 ) -> dict:
-    """Run what can run; returns {task: {"metrics": {...}} | {"skipped": reason}}."""
-    python = python or sys.executable
+    """Run what can run; returns {task: {"metrics": {...}} | {"skipped": reason}}. The project's
+    own task needs the GGUF and the dataset folder; hub tasks need a served model."""
+    python = python or default_python()
     results: dict[str, dict] = {}
+    for t in [t for t in tasks if t in LOCAL_TASKS]:
+        if (gguf is None and hf_model is None) or data is None:
+            results[t] = {"skipped": f"skipped: {t} needs --gguf and --data (it is written from the held-out papers)"}
+        elif not lm_eval_importable(python):
+            results[t] = {"skipped": f"skipped: lm_eval not installed (in {python})"}
+        else:
+            model = {"hf_model": hf_model} if hf_model is not None else {"gguf": gguf}
+            res = run_local_task(data, python=python, limit=limit, timeout=timeout, **model)
+            results[t] = res if "skipped" in res else {k: v for k, v in res.items() if k != "items"} | {
+                "choices": [i["choice"] for i in res["items"]]}
+    tasks = [t for t in tasks if t not in LOCAL_TASKS]
+    if not tasks:
+        return results
     if base_url is None:
-        return {t: {"skipped": "skipped: lm-eval tasks need a served model (--base-url)"} for t in tasks}
+        return results | {t: {"skipped": "skipped: hub tasks need a served model (--base-url)"} for t in tasks}
     if not lm_eval_importable(python):
-        return {t: {"skipped": f"skipped: lm_eval not installed (in {python})"} for t in tasks}
+        return results | {t: {"skipped": f"skipped: lm_eval not installed (in {python})"} for t in tasks}
     runnable = []
     for t in tasks:
         if t not in TASK_DATA:

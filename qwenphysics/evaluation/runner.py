@@ -126,12 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "interval says whether two runs differ)")
     e = p.add_argument_group("lm-eval")
     e.add_argument("--lm-eval-tasks", type=_csv, default=list(lmeval.DEFAULT_TASKS))
-    e.add_argument("--lm-eval-python", default=sys.executable,
-                   help="Python of the environment that has lm_eval (default: this one)")
+    e.add_argument("--lm-eval-python", default=lmeval.default_python(),
+                   help="Python of the environment that has lm_eval (default: the training environment's)")
     e.add_argument("--lm-eval-model-type", default="local-completions",
                    choices=["local-completions", "local-chat-completions"])
     e.add_argument("--lm-eval-tokenizer", help="local Hugging Face tokenizer dir for lm-eval")
     e.add_argument("--lm-eval-limit", type=int, help="examples per task (default: all)")
+    e.add_argument("--lm-eval-hf-model", type=Path,
+                   help="score qwenphysics_title_choice on this Hugging Face model folder (e.g. a run's merged/) "
+                        "with transformers, instead of the GGUF with llama.cpp")
     e.add_argument("--no-lm-eval", action="store_true", help="skip lm-eval tasks")
     return p
 
@@ -144,6 +147,8 @@ def check_args(a: argparse.Namespace) -> None:
         raise EvalError(f"--base-url must start with http:// or https:// (got {a.base_url!r})")
     if a.gguf and not a.gguf.is_file():
         raise EvalError(f"--gguf {a.gguf}: no such file")
+    if a.lm_eval_hf_model and not (a.lm_eval_hf_model / "config.json").is_file():
+        raise EvalError(f"--lm-eval-hf-model {a.lm_eval_hf_model}: no model there (config.json missing)")
     if a.gguf and a.gguf.is_file():
         with open(a.gguf, "rb") as fh:
             if fh.read(4) != b"GGUF":
@@ -167,10 +172,10 @@ def check_args(a: argparse.Namespace) -> None:
         raise EvalError("--ppl-max-tokens must be >= 1")
     if a.timeout <= 0:
         raise EvalError("--timeout must be > 0")
-    unknown = [t for t in (a.lm_eval_tasks or []) if t not in lmeval.TASK_DATA]
+    known = [*lmeval.LOCAL_TASKS, *lmeval.TASK_DATA]
+    unknown = [t for t in (a.lm_eval_tasks or []) if t not in known]
     if unknown:
-        raise EvalError(f"--lm-eval-tasks: unknown task {unknown[0]!r} "
-                        f"(known: {', '.join(lmeval.TASK_DATA)})")
+        raise EvalError(f"--lm-eval-tasks: unknown task {unknown[0]!r} (known: {', '.join(known)})")
 
 
 def _provenance(a: argparse.Namespace) -> tuple[dict | None, dict | None]:
@@ -262,7 +267,8 @@ def evaluate(a: argparse.Namespace, log: Callable[[str], None]) -> dict:
         t0 = time.monotonic()
         lm = lmeval.run(a.lm_eval_tasks, a.base_url, model.get("model"), a.api_key,
                         python=a.lm_eval_python, model_type=a.lm_eval_model_type,
-                        tokenizer=a.lm_eval_tokenizer, limit=a.lm_eval_limit)
+                        tokenizer=a.lm_eval_tokenizer, limit=a.lm_eval_limit, gguf=a.gguf, data=a.data,
+                        hf_model=a.lm_eval_hf_model)
         timings["lm_eval_s"] = round(time.monotonic() - t0, 3)
         for task, res in lm.items():
             log(f"lm-eval {task}: {res.get('skipped') or res.get('metrics')}")
