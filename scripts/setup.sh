@@ -86,7 +86,7 @@ do_train() {
   pip_editable $venv
   echo "$want" >"$venv/.stamp"
   log "training env ready in $((SECONDS - t0)) s"
-  has_gpu && check_attention
+  if has_gpu; then check_attention; fi
 }
 
 check_attention() {  # which FlashAttention-2 the recipes' attn_implementation will get here
