@@ -187,7 +187,7 @@ def detect_mode(cfg: DemoConfig) -> tuple[str, str]:
 
 def step_train(cfg: DemoConfig, data: Path) -> tuple[Path, Path, Path | None]:
     """Returns (recipe used, output dir, local base model dir or None for a hub id)."""
-    from .recipes import DEMO_GPU_STEPS, cpu_variant, demo_gpu_variant, load_recipe
+    from .recipes import DEMO_GPU_STEPS, cpu_variant, demo_gpu_variant, load_recipe, write_recipe
     from .tiny_model import TINY_DIR
 
     mode, why = detect_mode(cfg)
@@ -199,15 +199,10 @@ def step_train(cfg: DemoConfig, data: Path) -> tuple[Path, Path, Path | None]:
             "tokens a step, one step on a sample this small)")
         out = cfg.workdir / "outputs" / "demo-gpu"
         variant = demo_gpu_variant(load_recipe(cfg.recipe), data_root=data.parent, output_dir=out)
-        recipe = out.parent / "demo-gpu.recipe.yml"
-        body = "# " + cfg.recipe.name + " for the demo on a GPU (qwenphysics.recipes.demo_gpu_variant)\n"
-        new_text = body + __import__("yaml").safe_dump(variant, sort_keys=False)
-        if not recipe.exists() or recipe.read_text() != new_text:
-            recipe.parent.mkdir(parents=True, exist_ok=True)
-            recipe.write_text(new_text)
+        header = f"# {cfg.recipe.name} for the demo on a GPU (qwenphysics.recipes.demo_gpu_variant)\n"
         base = None
         env = dict(QUIET)
-        cmd = [accelerate, "launch", "--num_processes", "1", "-m", "axolotl.cli.train", recipe]
+        cmd = [accelerate, "launch", "--num_processes", "1", "-m", "axolotl.cli.train"]
     else:
         say(f"training on the CPU: {cfg.recipe.name} rewritten for the tiny Qwen2.5 ({why}); "
             "on a GPU machine with the hub this step runs the recipe itself")
@@ -218,16 +213,13 @@ def step_train(cfg: DemoConfig, data: Path) -> tuple[Path, Path, Path | None]:
         out = cfg.workdir / "outputs" / "demo-cpu"
         variant = cpu_variant(load_recipe(cfg.recipe), model_dir=TINY_DIR, data_root=data.parent, output_dir=out,
                               max_steps=cfg.steps, save_steps=cfg.steps, sequence_len=512)
-        recipe = out.parent / "demo-cpu.recipe.yml"
-        body = "# " + cfg.recipe.name + " rewritten for CPU by qwenphysics.recipes.cpu_variant\n"
-        new_text = body + __import__("yaml").safe_dump(variant, sort_keys=False)
-        if not recipe.exists() or recipe.read_text() != new_text:
-            recipe.parent.mkdir(parents=True, exist_ok=True)
-            recipe.write_text(new_text)
+        header = f"# {cfg.recipe.name} rewritten for CPU by qwenphysics.recipes.cpu_variant\n"
         base = TINY_DIR
         env = {**OFFLINE, **QUIET, "CUDA_VISIBLE_DEVICES": ""}
         cmd = [accelerate, "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no", "--cpu", "-m", "axolotl.cli.train", recipe]
+               "--dynamo_backend", "no", "--cpu", "-m", "axolotl.cli.train"]
+    recipe = write_recipe(variant, out.parent / f"{out.name}.recipe.yml", header)
+    cmd.append(recipe)
     stamp = out / ".demo-train.json"
     want = {"recipe": sha256_file(recipe), "data": sha256_file(data / "manifest.json")}
     if stamp.exists() and json.loads(stamp.read_text()) == want and (out / "adapter_model.safetensors").exists():

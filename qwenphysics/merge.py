@@ -33,6 +33,7 @@ from .core.errors import UserError
 from .convert import ConvertError, ConvertOptions, is_merge_recipe, load_run, merge_adapter, resolve_base_dir
 from .core.staging import Staging, check_target, files_under
 from .hashing import sha256_file
+from .recipes import OFFLINE_ENV
 
 MERGES_DIR = REPO_ROOT / "recipes" / "merges"
 MARKER = "merge.json"
@@ -233,10 +234,11 @@ def check_parents(parents: list[Parent]) -> None:
             raise UserError(f"parents {p0.ref} and {p.ref} have different tokenizers: merge models that share one")
 
 
-def ensure_merged(p: Parent, *, train_python: Path, base_dir: Path | None) -> None:
-    """A run's adapter merged into full weights at `<run>/merged` (16-bit, unquantized base)."""
+def ensure_merged(p: Parent, *, train_python: Path, base_dir: Path | None) -> bool:
+    """A run's adapter merged into full weights at `<run>/merged` (16-bit, unquantized base);
+    True when it had to be merged now."""
     if (p.path / "config.json").is_file() or p.run_dir is None:
-        return
+        return False
     try:
         run = load_run(p.run_dir)
         if run.recipe is None:
@@ -247,6 +249,7 @@ def ensure_merged(p: Parent, *, train_python: Path, base_dir: Path | None) -> No
         merge_adapter(run, ConvertOptions(base_dir=base_dir, train_python=train_python), log=p.run_dir / "merge.log")
     except ConvertError as e:
         raise UserError(str(e)) from None
+    return True
 
 
 def parent_record(p: Parent) -> dict:
@@ -281,9 +284,9 @@ def resolved_config(mp: MergePlan) -> dict:
 def merge_recipe(mp: MergePlan, *, train_python: Path = REPO_ROOT / ".venv-train" / "bin" / "python",
                  base_dir: Path | None = None, seed: int = 0) -> Path:
     """Run the planned merge; returns the output folder."""
-    for p in mp.parents:
-        ensure_merged(p, train_python=train_python, base_dir=base_dir)
-    check_parents(mp.parents)
+    merged_now = [ensure_merged(p, train_python=train_python, base_dir=base_dir) for p in mp.parents]
+    if any(merged_now):  # plan() checked the parents that had weights already
+        check_parents(mp.parents)
     stage = Staging(mp.out, owned, flag="--out", checked=True)
     try:
         resolved = stage.path / ".mergekit-config.yml"
@@ -297,7 +300,7 @@ def merge_recipe(mp: MergePlan, *, train_python: Path = REPO_ROOT / ".venv-train
         t0 = time.perf_counter()
         with open(log, "w", encoding="utf-8") as f:
             proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+                                  env={**os.environ, **OFFLINE_ENV})
         if proc.returncode != 0 or not (weights / "config.json").is_file():
             lines = log.read_text(errors="replace").strip().splitlines()
             raise UserError(f"mergekit failed (exit {proc.returncode}): {(lines[-1] if lines else '')[:200]}; "

@@ -462,6 +462,17 @@ def rewrite_data_path(path: str, data_root: Path) -> str:
     return str(Path(data_root) / path[len("data/"):])
 
 
+def _relocate(cfg: dict, data_root: Path, output_dir: Path, prepared_path: Path | None = None) -> None:
+    """In place: `data/` read from `data_root`, outputs (and Axolotl's tokenised cache) under
+    `output_dir`."""
+    for section in ("datasets", "test_datasets"):
+        for entry in cfg.get(section) or []:
+            entry["path"] = rewrite_data_path(str(entry["path"]), data_root)
+    cfg["output_dir"] = str(output_dir)
+    # Axolotl keys its cache by dataset settings and tokenizer: runs can share one folder.
+    cfg["dataset_prepared_path"] = str(prepared_path or Path(output_dir) / "prepared")
+
+
 def cpu_variant(cfg: dict, *, model_dir: Path, data_root: Path, output_dir: Path,
                 max_steps: int = 4, save_steps: int | None = None, sequence_len: int = 512,
                 micro_batch_size: int = 1, gradient_accumulation_steps: int = 2,
@@ -489,12 +500,7 @@ def cpu_variant(cfg: dict, *, model_dir: Path, data_root: Path, output_dir: Path
         out[key] = False
     if str(out.get("optimizer", "")).startswith("paged_"):
         out["optimizer"] = "adamw_bnb_8bit"  # paged optimizers page through CUDA memory
-    for section in ("datasets", "test_datasets"):
-        for entry in out.get(section) or []:
-            entry["path"] = rewrite_data_path(str(entry["path"]), data_root)
-    out["output_dir"] = str(output_dir)
-    # Axolotl keys its cache by dataset settings and tokenizer: runs can share one folder.
-    out["dataset_prepared_path"] = str(prepared_path or Path(output_dir) / "prepared")
+    _relocate(out, data_root, output_dir, prepared_path)
     save_steps = save_steps or max_steps
     out.update(max_steps=max_steps, save_steps=save_steps, eval_steps=save_steps,
                logging_steps=1, sequence_len=sequence_len, micro_batch_size=micro_batch_size,
@@ -518,11 +524,7 @@ def demo_gpu_variant(cfg: dict, *, data_root: Path, output_dir: Path, max_steps:
     packed 4,096-token micro-batch per optimizer step for `max_steps` steps (epochs repeat
     over the sample), so that a few minutes of training move the model visibly."""
     out = copy.deepcopy(cfg)
-    for section in ("datasets", "test_datasets"):
-        for entry in out.get(section) or []:
-            entry["path"] = rewrite_data_path(str(entry["path"]), data_root)
-    out["output_dir"] = str(output_dir)
-    out["dataset_prepared_path"] = str(Path(output_dir) / "prepared")
+    _relocate(out, data_root, output_dir)
     out.update(micro_batch_size=1, gradient_accumulation_steps=1, max_steps=max_steps, num_epochs=max_steps,
                save_steps=max_steps, eval_steps=max_steps // 2, logging_steps=5, warmup_ratio=0.1)
     out.pop("warmup_steps", None)
@@ -579,10 +581,13 @@ def cpu_signature(cpu_cfg: dict) -> str:
     return json.dumps(cfg, sort_keys=True)
 
 
-def write_recipe(cfg: dict, path: Path) -> Path:
+def write_recipe(cfg: dict, path: Path, header: str = "") -> Path:
+    """`cfg` as YAML at `path`, after `header` (comment lines); left untouched when unchanged."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    text = header + yaml.safe_dump(cfg, sort_keys=False)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
     return path
 
 

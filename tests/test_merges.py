@@ -16,7 +16,8 @@ import yaml
 
 from tests.conftest import ROOT, evaluate_gguf, run
 
-MERGES = sorted(p.stem for p in (ROOT / "recipes" / "merges").glob("*.yml"))
+RECIPE_DIR = ROOT / "recipes" / "merges"
+MERGES = sorted(p.stem for p in RECIPE_DIR.glob("*.yml"))
 SCRIPT = ROOT / "scripts" / "merge.py"
 # the projections LoRA trains: where the parents differ from each other
 TRAINED = ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
@@ -26,6 +27,11 @@ BF16_REL = 2.0 ** -7  # bfloat16 keeps 8 significant bits: a rounding error belo
 
 def merge(*args, cwd=ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def merge_fakes(tmp_path: Path, outputs: Path, recipe: Path, out: Path | None = None) -> subprocess.CompletedProcess:
+    """scripts/merge.py on the fake runs of `outputs` and the fake base, into tmp_path/m (or `out`)."""
+    return merge(recipe, "--outputs", outputs, "--base-dir", tmp_path / "base", "--out", out or tmp_path / "m")
 
 
 def refused(p: subprocess.CompletedProcess, *words: str) -> None:
@@ -60,7 +66,7 @@ def outputs(tmp_path):
 
 
 def recipe_with(tmp_path: Path, name: str, change) -> Path:
-    cfg = yaml.safe_load((ROOT / "recipes" / "merges" / f"{name}.yml").read_text())
+    cfg = yaml.safe_load((RECIPE_DIR / f"{name}.yml").read_text())
     change(cfg)
     path = tmp_path / f"{name}-changed.yml"
     path.write_text(yaml.safe_dump(cfg))
@@ -69,7 +75,7 @@ def recipe_with(tmp_path: Path, name: str, change) -> Path:
 
 @pytest.mark.parametrize("name", MERGES)
 def test_merge_recipe_header_names_purpose_parents_and_commands(name):
-    text = (ROOT / "recipes" / "merges" / f"{name}.yml").read_text()
+    text = (RECIPE_DIR / f"{name}.yml").read_text()
     header = text.split("\nmerge_method:")[0]
     for field in ("Purpose:", "Parents:", "Command:", "Then:", "Compare:"):
         assert f"# {field}" in header, (name, field)
@@ -81,8 +87,7 @@ def test_merge_recipe_header_names_purpose_parents_and_commands(name):
 
 def test_a_missing_parent_is_named_and_nothing_is_written(tmp_path, outputs):
     shutil.rmtree(outputs / "qwen3b-physics-qa")
-    p = merge(ROOT / "recipes" / "merges" / "qa-instruct-linear.yml", "--outputs", outputs, "--base-dir",
-              tmp_path / "base", "--out", tmp_path / "m")
+    p = merge_fakes(tmp_path, outputs, RECIPE_DIR / "qa-instruct-linear.yml")
     refused(p, "outputs/qwen3b-physics-qa/merged", "does not exist")
     assert not (tmp_path / "m").exists()
 
@@ -90,13 +95,11 @@ def test_a_missing_parent_is_named_and_nothing_is_written(tmp_path, outputs):
 def test_parents_of_different_shapes_or_architectures_are_refused(tmp_path, outputs):
     shutil.rmtree(outputs / "qwen3b-physics-qa")
     fake_model(outputs / "qwen3b-physics-qa" / "merged", hidden=512)
-    p = merge(ROOT / "recipes" / "merges" / "fulltext-qa-ties.yml", "--outputs", outputs, "--base-dir",
-              tmp_path / "base", "--out", tmp_path / "m")
+    p = merge_fakes(tmp_path, outputs, RECIPE_DIR / "fulltext-qa-ties.yml")
     refused(p, "hidden_size", "256", "512")
     shutil.rmtree(outputs / "qwen3b-physics-qa")
     fake_model(outputs / "qwen3b-physics-qa" / "merged", arch="LlamaForCausalLM")
-    p = merge(ROOT / "recipes" / "merges" / "fulltext-qa-ties.yml", "--outputs", outputs, "--base-dir",
-              tmp_path / "base", "--out", tmp_path / "m")
+    p = merge_fakes(tmp_path, outputs, RECIPE_DIR / "fulltext-qa-ties.yml")
     refused(p, "architectures", "LlamaForCausalLM")
     assert not (tmp_path / "m").exists()
 
@@ -104,8 +107,7 @@ def test_parents_of_different_shapes_or_architectures_are_refused(tmp_path, outp
 def test_parents_with_different_tokenizers_are_refused(tmp_path, outputs):
     shutil.rmtree(outputs / "qwen3b-physics-qa")
     fake_model(outputs / "qwen3b-physics-qa" / "merged", vocab={"a": 0, "c": 1})
-    p = merge(ROOT / "recipes" / "merges" / "qa-instruct-linear.yml", "--outputs", outputs, "--base-dir",
-              tmp_path / "base", "--out", tmp_path / "m")
+    p = merge_fakes(tmp_path, outputs, RECIPE_DIR / "qa-instruct-linear.yml")
     refused(p, "different tokenizers")
 
 
@@ -119,8 +121,7 @@ def test_parents_with_different_tokenizers_are_refused(tmp_path, outputs):
     ("fulltext-qa-ties", lambda c: c.update(merge_method="task_magic"), ["not one of"]),
 ])
 def test_weights_the_method_cannot_use_are_refused(tmp_path, outputs, name, change, words):
-    p = merge(recipe_with(tmp_path, name, change), "--outputs", outputs, "--base-dir", tmp_path / "base",
-              "--out", tmp_path / "m")
+    p = merge_fakes(tmp_path, outputs, recipe_with(tmp_path, name, change))
     refused(p, *words)
     assert not (tmp_path / "m").exists()
 
@@ -131,8 +132,7 @@ def test_a_training_recipe_or_a_folder_of_user_files_is_refused(tmp_path, output
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    p = merge(ROOT / "recipes" / "merges" / "qa-instruct-linear.yml", "--outputs", outputs, "--base-dir",
-              tmp_path / "base", "--out", mine)
+    p = merge_fakes(tmp_path, outputs, RECIPE_DIR / "qa-instruct-linear.yml", out=mine)
     refused(p, "notes.txt")
     assert (mine / "notes.txt").read_text() == "keep me" and len(list(mine.iterdir())) == 1
 
@@ -188,7 +188,7 @@ def merges(merge_parents, tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("merges")
     done = {}
     for name in MERGES:
-        p = run([sys.executable, SCRIPT, ROOT / "recipes" / "merges" / f"{name}.yml", "--outputs", merge_parents,
+        p = run([sys.executable, SCRIPT, RECIPE_DIR / f"{name}.yml", "--outputs", merge_parents,
                  "--base-dir", tiny_model_dir, "--out", root / name])
         done[name] = (root / name, p)
     return done
@@ -201,7 +201,7 @@ def test_each_merge_recipe_runs_on_the_tiny_fine_tunes(merges, merge_parents, ti
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     rec = json.loads((out / "merge.json").read_text())
     assert rec["recipe_name"] == name and rec["merge_method"] in name.replace("-", "_")
-    assert (out / "merge-recipe.yml").read_text() == (ROOT / "recipes" / "merges" / f"{name}.yml").read_text()
+    assert (out / "merge-recipe.yml").read_text() == (RECIPE_DIR / f"{name}.yml").read_text()
     runs = {p.get("run") for p in rec["parents"]} - {None}
     assert runs == ({"qwen3b-physics-qa"} if name.startswith("qa-") else {"qwen3b-physics-qa", "qwen3b-physics-fulltext"})
     assert all(p.get("weights_sha256") for p in rec["parents"])
@@ -230,7 +230,7 @@ def test_the_unmerged_parent_was_merged_into_full_weights_first(merges, merge_pa
 def test_rerun_replaces_only_its_own_output(merges, merge_parents, tiny_model_dir):
     out, _ = merges["qa-instruct-linear"]
     before = json.loads((out / "merge.json").read_text())
-    run([sys.executable, SCRIPT, ROOT / "recipes" / "merges" / "qa-instruct-linear.yml", "--outputs", merge_parents,
+    run([sys.executable, SCRIPT, RECIPE_DIR / "qa-instruct-linear.yml", "--outputs", merge_parents,
          "--base-dir", tiny_model_dir, "--out", out])
     after = json.loads((out / "merge.json").read_text())
     assert after["parents"] == before["parents"]

@@ -6,7 +6,6 @@ Screenshot: outputs/test-artifacts/chat.png."""
 
 from __future__ import annotations
 
-import json
 import secrets
 from pathlib import Path
 
@@ -66,6 +65,18 @@ def stack(tiny_gguf, tmp_path_factory):
         yield s
 
 
+def signed_in_page(browser, stack):
+    """A page of Open WebUI, signed in as the admin through its own form."""
+    email, password = stack.admin_credentials()
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    page.set_default_timeout(60_000)
+    page.goto(stack.webui_url)
+    page.locator("#email").fill(email)
+    page.locator("input[name=password]").fill(password)
+    page.locator("button[type=submit]").click()
+    return page
+
+
 def wait_for_answer(page, n: int) -> list[int]:
     """Until the n-th answer has streamed in and stopped growing; the lengths it went through."""
     page.wait_for_function(
@@ -89,20 +100,12 @@ def wait_for_answer(page, n: int) -> list[int]:
 def test_two_questions_in_one_chat_as_served(stack):
     from playwright.sync_api import expect, sync_playwright
 
-    email, password = stack.admin_credentials()
     name = serving.load_preset()["name"]
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 860})
-            page.set_default_timeout(60_000)
-            page.goto(stack.webui_url)
-
-            # sign in as the README says (auth is on)
-            page.locator("#email").fill(email)
-            page.locator("input[name=password]").fill(password)
-            page.locator("button[type=submit]").click()
+            page = signed_in_page(browser, stack)  # as the README says (auth is on)
             chat_input = page.locator("#chat-input")
             expect(chat_input).to_be_visible()
             # a usable chat at once: no release-notes dialog, the physics preset selected
@@ -186,12 +189,7 @@ def test_formulas_in_an_answer_render_with_katex(stack):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 860})
-            page.set_default_timeout(60_000)
-            page.goto(stack.webui_url)
-            page.locator("#email").fill(email)
-            page.locator("input[name=password]").fill(password)
-            page.locator("button[type=submit]").click()
+            page = signed_in_page(browser, stack)
             expect(page.locator("#chat-input")).to_be_visible()
             raw_count, raw_displays, raw_text = rendered(page, chat_id)
 
