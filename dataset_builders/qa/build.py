@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from qwenphysics.core.answer_cache import AnswerCache
+from qwenphysics.core.chat_pool import Answer, ChatPool, Sampling
 from qwenphysics.core.errors import UserError
 from qwenphysics.core.llama_server import LlamaServer
 from qwenphysics.hashing import sha256_file
@@ -32,9 +34,7 @@ from ..filters import category_check
 from ..records import Drop, Paper
 from ..spec import Spec
 from . import prompt
-from .cache import AnswerCache
 from .pairs import PairFilter, PairRules, parse
-from .teacher import Answer, Sampling, Teacher
 
 
 @dataclass
@@ -79,7 +79,7 @@ class Generation:
     """Papers in, papers out in the same order, each with the teacher's answer attached
     (from the cache or asked now), with a bounded number waiting."""
 
-    def __init__(self, spec: Spec, teacher: Teacher, cache: AnswerCache, n_pairs: int, schema: dict,
+    def __init__(self, spec: Spec, teacher: ChatPool, cache: AnswerCache, n_pairs: int, schema: dict,
                  max_text_chars: int, progress: bool):
         self.spec, self.teacher, self.cache = spec, teacher, cache
         self.n_pairs, self.schema, self.max_text_chars = n_pairs, schema, max_text_chars
@@ -173,7 +173,7 @@ def build_physics_qa(spec: Spec, inputs: list[str], out: Path, opts: TeacherOpti
             model = opts.model or opts.gguf.stem
         else:
             urls, key, extra, model = opts.urls, os.environ.get(opts.key_env) or None, "", opts.model
-        teacher = Teacher.connect(urls, model, key, identity_extra=extra, concurrency=opts.concurrency,
+        teacher = ChatPool.connect(urls, model, key, identity_extra=extra, concurrency=opts.concurrency,
                                   sampling=sampling, timeout=opts.timeout, retries=opts.retries)
         teacher.start()
         gen = Generation(spec, teacher, cache, n_pairs, schema, int(o.get("max_text_chars", 6000)), progress)
@@ -221,7 +221,7 @@ def build_physics_qa(spec: Spec, inputs: list[str], out: Path, opts: TeacherOpti
             server.stop()
 
 
-def describe(teacher: Teacher, gen: Generation, rules: PairRules, n_pairs: int, cache: AnswerCache,
+def describe(teacher: ChatPool, gen: Generation, rules: PairRules, n_pairs: int, cache: AnswerCache,
              t0: float) -> dict:
     return {**teacher.describe(), "prompt_version": prompt.PROMPT_VERSION,
             "system_prompt_sha256": hashlib.sha256(prompt.SYSTEM.encode()).hexdigest(),

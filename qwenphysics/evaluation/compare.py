@@ -123,6 +123,11 @@ def _qa(run: Run) -> dict | None:
     return qa if "accuracy" in qa else None
 
 
+def _judge(run: Run) -> dict | None:
+    j = run.results.get("judge") or {}
+    return j if j.get("judged") else None
+
+
 def _ppl(run: Run) -> float | None:
     p = run.results.get("perplexity") or {}
     v = p.get("ppl")
@@ -310,6 +315,8 @@ def build_report(runs: list[Run], out_dir: Path, title: str = "QwenPhysics model
     if plot_qa(runs, categories, out_dir / PLOTS["qa"]):
         lines += [f"![QA accuracy by category]({PLOTS['qa']})", ""]
 
+    lines += _judge_section(runs)
+
     # perplexity
     lines += ["## Held-out perplexity", ""]
     base_ppl = _ppl(base)
@@ -388,6 +395,42 @@ def build_report(runs: list[Run], out_dir: Path, title: str = "QwenPhysics model
     text = "\n".join(lines).rstrip("\n") + "\n"
     (out_dir / "report.md").write_text(text, encoding="utf-8")
     return text
+
+
+def _judge_section(runs: list[Run]) -> list[str]:
+    """The judge's verdicts beside the automatic scorers', with how often the two agree."""
+    lines = ["## Judge", ""]
+    judged = [r for r in runs if _judge(r)]
+    if not judged:
+        return lines + ["No run was graded by a judge (`evaluate.py --judge-url URL` or `--judge-gguf FILE`): "
+                        "the accuracies above come from the automatic scorers alone.", ""]
+    rows = []
+    for r in runs:
+        j = _judge(r)
+        if j is None:
+            reason = (r.results.get("judge") or {}).get("skipped") or "no answer was judged"
+            rows.append([r.name, "—", "—", "—", "—", "—", "—", reason])
+            continue
+        a = j.get("agreement") or {}
+        failed = sum((j.get("failed") or {}).values())
+        kappa = a.get("kappa")
+        rows.append([r.name, f"{j['correct']}/{j['judged']}", f"{j.get('partly_correct', 0)}",
+                     _pct(j.get("accuracy")), "—" if j.get("mean_credit") is None else f"{j['mean_credit']:.2f}",
+                     f"{_pct(a.get('rate'))} of {a.get('n', 0)}", "—" if kappa is None else f"{kappa:.2f}",
+                     f"{failed} not graded" if failed else ""])
+    lines += _table(["Run", "Judged correct", "Partly", "Judge accuracy", "Mean credit", "Agrees with scorers",
+                     "Cohen's κ", "Note"], rows)
+    lines += ["", "The judge reads each question, its reference answer and the model's answer under a written "
+              "rubric; *correct* counts 1, *partly correct* 0.5 in the mean credit. Agreement: the share of "
+              "answers on which the judge (correct vs not) and the automatic scorer (right vs wrong) say the "
+              "same; κ discounts the agreement expected by chance.", ""]
+    judges = {((r.results.get("judge") or {}).get("judge") or {}).get("identity") for r in judged}
+    rubrics = {(((r.results.get("judge") or {}).get("judge") or {}).get("rubric") or {}).get("sha256")
+               for r in judged}
+    if len(judges) > 1 or len(rubrics) > 1:
+        lines += ["> Warning: the runs were graded by different judges or rubrics; their judge accuracies "
+                  "are not directly comparable.", ""]
+    return lines
 
 
 # --- command line -------------------------------------------------------------------------

@@ -2,12 +2,11 @@
 
 The model is either served behind an OpenAI-compatible endpoint (``--base-url``) or a GGUF
 file run in-process (``--gguf``). Both may be given: QA then goes through the endpoint and
-the GGUF file (the one being served) provides the perplexity and the model's identity.
+the GGUF file (the one being served) provides the perplexity and the model's identity. An
+optional judge model grades the QA answers beside the automatic scorers (``judge.py``).
 """
 
 from __future__ import annotations
-
-from qwenphysics.hashing import sha256_file
 
 import argparse
 import datetime as _dt
@@ -19,8 +18,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from qwenphysics.hashing import sha256_file
+
+from ..core.errors import UserError
 from ..core.prompts import system_prompt
-from . import lmeval, perplexity, questions
+from . import judge, lmeval, perplexity, questions
+from .backends import EndpointBackend, GGUFBackend
 from .errors import EvalError, QuestionFailed
 
 SCHEMA_VERSION = 1
@@ -136,7 +139,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score qwenphysics_title_choice on this Hugging Face model folder (e.g. a run's merged/) "
                         "with transformers, instead of the GGUF with llama.cpp")
     e.add_argument("--no-lm-eval", action="store_true", help="skip lm-eval tasks")
+    j = p.add_argument_group("judge (optional: a model grades the QA answers against the references)")
+    j.add_argument("--judge-url", help="OpenAI-compatible server of the judge (…/v1), e.g. the Q&A teacher's")
+    j.add_argument("--judge-gguf", type=Path, metavar="MODEL.gguf",
+                   help="start llama.cpp's server on this GGUF as the judge (after the QA, to spare memory)")
+    j.add_argument("--judge-model", help="model name to request (default: the server's first model)")
+    j.add_argument("--judge-key-env", default="JUDGE_API_KEY", metavar="VAR",
+                   help="environment variable holding the judge's API key (default: JUDGE_API_KEY)")
+    j.add_argument("--judge-rubric", type=Path, default=judge.DEFAULT_RUBRIC, metavar="FILE",
+                   help="the grading rules the judge reads (default: the shipped judge-rubric.md)")
+    j.add_argument("--judge-cache", type=Path, metavar="PATH",
+                   help="verdict cache (default: $QWENPHYSICS_CACHE/judge-cache.sqlite); an unchanged answer "
+                        "is never graded twice")
+    j.add_argument("--judge-concurrency", type=int, metavar="N",
+                   help="requests in flight (default: the slots llama.cpp reports, else 4)")
+    j.add_argument("--judge-parallel", type=int, default=2, metavar="N",
+                   help="slots of the server started on --judge-gguf (default 2)")
+    j.add_argument("--judge-max-tokens", type=int, default=1024, metavar="N",
+                   help="length cap of a verdict with its reason (default 1024; the reason gets up to 600 "
+                        "characters)")
+    j.add_argument("--judge-timeout", type=float, default=300.0, metavar="S", help="per request (default 300)")
+    j.add_argument("--judge-retries", type=int, default=2, metavar="N", help="per request, with backoff (default 2)")
     return p
+
+
+def judge_options(a: argparse.Namespace) -> judge.JudgeOptions:
+    return judge.JudgeOptions(
+        url=a.judge_url, gguf=a.judge_gguf, model=a.judge_model, key_env=a.judge_key_env, rubric=a.judge_rubric,
+        cache=a.judge_cache, concurrency=a.judge_concurrency, parallel=a.judge_parallel, timeout=a.judge_timeout,
+        retries=a.judge_retries, max_tokens=a.judge_max_tokens)
 
 
 def check_args(a: argparse.Namespace) -> None:
@@ -176,6 +207,7 @@ def check_args(a: argparse.Namespace) -> None:
     unknown = [t for t in (a.lm_eval_tasks or []) if t not in known]
     if unknown:
         raise EvalError(f"--lm-eval-tasks: unknown task {unknown[0]!r} (known: {', '.join(known)})")
+    judge.check_options(judge_options(a))
 
 
 def _provenance(a: argparse.Namespace) -> tuple[dict | None, dict | None]:
@@ -207,12 +239,23 @@ def evaluate(a: argparse.Namespace, log: Callable[[str], None]) -> dict:
             raise EvalError(f"--categories: unknown {unknown[0]!r} (known: {', '.join(qset.categories)})")
     recipe, manifest = _provenance(a)
     timings: dict[str, float] = {}
+    grader = judge.Judge(judge_options(a), log) if judge_options(a).enabled and not a.no_qa else None
+    try:
+        if grader is not None and a.judge_url:
+            grader.connect()  # an unreachable judge stops the run before any question is asked
+        return _evaluate(a, log, qset, recipe, manifest, timings, started, grader)
+    finally:
+        if grader is not None:
+            grader.close()
+
+
+def _evaluate(a: argparse.Namespace, log: Callable[[str], None], qset: questions.QuestionSet,
+              recipe: dict | None, manifest: dict | None, timings: dict[str, float], started: float,
+              grader: judge.Judge | None) -> dict:
 
     model: dict = {}
     endpoint = None
     if a.base_url:
-        from .backends import EndpointBackend
-
         endpoint = EndpointBackend(a.base_url, a.api_key, a.model, timeout=a.timeout)
         model.update(endpoint.identity())
     if a.gguf:
@@ -234,8 +277,6 @@ def evaluate(a: argparse.Namespace, log: Callable[[str], None]) -> dict:
         if endpoint is not None:
             backend = endpoint
         else:
-            from .backends import GGUFBackend
-
             gguf_backend = backend = GGUFBackend(a.gguf, n_ctx=a.n_ctx)
         try:
             qa = run_qa(lambda msgs: backend.chat(msgs, a.temperature, a.max_tokens),
@@ -245,6 +286,22 @@ def evaluate(a: argparse.Namespace, log: Callable[[str], None]) -> dict:
                 gguf_backend.close()
         timings["qa_s"] = round(time.monotonic() - t0, 3)
         log(f"QA accuracy: {qa['correct']}/{qa['total']}")
+
+    if a.no_qa:
+        verdicts: dict = {"skipped": "skipped: --no-qa (no answers to judge)"}
+    elif grader is None:
+        verdicts = {"skipped": judge.NO_JUDGE}
+    else:
+        t0 = time.monotonic()
+        try:
+            verdicts = grader.grade(qa["questions"])
+        except UserError as exc:
+            raise EvalError(str(exc)) from None
+        timings["judge_s"] = round(time.monotonic() - t0, 3)
+        agree = verdicts["agreement"]
+        log(f"judge: {verdicts['correct']}/{verdicts['judged']} correct ({verdicts['asked']} asked, "
+            f"{verdicts['from_cache']} from cache); agrees with the scorers on "
+            + (f"{agree['rate']:.0%} of {agree['n']}" if agree["n"] else "no answer"))
 
     if a.data is None:
         ppl: dict = {"skipped": "skipped: no --data given"}
@@ -292,6 +349,7 @@ def evaluate(a: argparse.Namespace, log: Callable[[str], None]) -> dict:
         },
         "environment": {"python": platform.python_version(), "platform": platform.platform()},
         "qa": qa,
+        "judge": verdicts,
         "perplexity": ppl,
         "lm_eval": lm,
         "timings": timings,

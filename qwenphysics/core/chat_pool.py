@@ -1,13 +1,14 @@
-"""An OpenAI-compatible teacher, asked by many requests in flight.
+"""An OpenAI-compatible model asked by many requests in flight: the Q&A builders' teacher and
+the evaluation's judge.
 
-The teacher is any server with `/v1/chat/completions` that accepts a JSON schema in
+The model is any server with `/v1/chat/completions` that accepts a JSON schema in
 `response_format` (llama.cpp's server, vLLM, a hosted API), at one URL or several (each
 gets as many requests in flight as it has slots: llama.cpp reports them at `/props`; other
-servers get `--teacher-concurrency`). Every request has a timeout and bounded retries with
-exponential backoff; a teacher that fails `MAX_CONSECUTIVE_FAILURES` times in a row is
-considered down, and the papers still waiting are counted as `teacher_unavailable` at once
-instead of each waiting out its retries. Nothing here raises on a bad answer: the caller gets
-either the answer text or the reason it has none.
+servers get `--<role>-concurrency`). Every request has a timeout and bounded retries with
+exponential backoff; a model that fails `MAX_CONSECUTIVE_FAILURES` times in a row is
+considered down, and the requests still waiting fail as `<role>_unavailable` at once instead
+of each waiting out its retries (the role is `teacher` or `judge`). Nothing here raises on a
+bad answer: the caller gets either the answer text or the reason it has none.
 
 Why not `distilabel`: its pipelines cache and resume per batch (one failed request loses the
 whole batch's answers), it asks for structured output through `instructor`'s tool calling
@@ -28,8 +29,8 @@ from typing import Callable
 
 import requests
 
-from qwenphysics.core.errors import UserError
-from qwenphysics.core.llama_server import server_slots
+from .errors import UserError
+from .llama_server import server_slots
 
 MAX_CONSECUTIVE_FAILURES = 8
 DEFAULT_SLOTS = 4
@@ -54,12 +55,12 @@ class Endpoint:
 @dataclass
 class Answer:
     text: str | None = None  # the message content
-    failure: str | None = None  # why there is none: teacher_timeout, teacher_unreachable, ...
+    failure: str | None = None  # why there is none: teacher_timeout, judge_unreachable, ...
     attempts: int = 0
 
 
 @dataclass
-class Teacher:
+class ChatPool:
     endpoints: list[Endpoint]
     model: str
     key: str | None
@@ -68,6 +69,8 @@ class Teacher:
     timeout: float = 600.0
     retries: int = 3
     backoff: float = 1.0
+    role: str = "teacher"  # names the command-line flags in errors and the failure reasons
+    schema_name: str = "qa_pairs"
     requests_sent: int = 0
     failures: int = 0
     _consecutive: int = 0
@@ -78,7 +81,7 @@ class Teacher:
     # -- setup -------------------------------------------------------------------------------
     @classmethod
     def connect(cls, urls: list[str], model: str | None, key: str | None, *, identity_extra: str = "",
-                concurrency: int | None = None, **kw) -> "Teacher":
+                concurrency: int | None = None, role: str = "teacher", **kw) -> "ChatPool":
         """Check every URL answers with this key before any work, learn its slots and model."""
         endpoints, served = [], None
         for raw in urls:
@@ -89,13 +92,13 @@ class Teacher:
             try:
                 r = requests.get(f"{url}/models", headers=headers, timeout=15)
             except requests.RequestException as e:
-                raise UserError(f"teacher {url} is not reachable ({type(e).__name__}): start it or fix "
-                                "--teacher-url") from None
+                raise UserError(f"{role} {url} is not reachable ({type(e).__name__}): start it or fix "
+                                f"--{role}-url") from None
             if r.status_code in (401, 403):
-                raise UserError(f"teacher {url} refused the API key ({r.status_code}): set the variable "
-                                "named by --teacher-key-env")
+                raise UserError(f"{role} {url} refused the API key ({r.status_code}): set the variable "
+                                f"named by --{role}-key-env")
             if r.status_code != 200:
-                raise UserError(f"teacher {url}/models answered {r.status_code}: is it an OpenAI-compatible server?")
+                raise UserError(f"{role} {url}/models answered {r.status_code}: is it an OpenAI-compatible server?")
             try:
                 ids = [m["id"] for m in r.json().get("data", [])]
             except (ValueError, KeyError, TypeError, AttributeError):
@@ -105,8 +108,8 @@ class Teacher:
             endpoints.append(Endpoint(url, slots))
         name = model or served
         if not name:
-            raise UserError("the teacher lists no model: pass --teacher-model NAME")
-        return cls(endpoints=endpoints, model=name, key=key, identity=f"{name}{identity_extra}", **kw)
+            raise UserError(f"the {role} lists no model: pass --{role}-model NAME")
+        return cls(endpoints=endpoints, model=name, key=key, identity=f"{name}{identity_extra}", role=role, **kw)
 
     @property
     def in_flight(self) -> int:
@@ -121,7 +124,7 @@ class Teacher:
     def start(self) -> None:
         for e in self.endpoints:
             for _ in range(e.slots):
-                t = threading.Thread(target=self._work, args=(e,), daemon=True, name="teacher")
+                t = threading.Thread(target=self._work, args=(e,), daemon=True, name=self.role)
                 t.start()
                 self._threads.append(t)
 
@@ -146,18 +149,19 @@ class Teacher:
                 if on_answer is not None:
                     on_answer(answer)
             except BaseException as e:  # never leave the caller waiting
-                answer = Answer(failure=f"teacher_error:{type(e).__name__}")
+                answer = Answer(failure=f"{self.role}_error:{type(e).__name__}")
             fut.set_result(answer)
 
     def _ask(self, session: requests.Session, endpoint: Endpoint, messages: list[dict], schema: dict,
              seed: int) -> Answer:
         body = {"model": self.model, "messages": messages, "seed": seed, **self.sampling.as_dict(),
                 "response_format": {"type": "json_schema",
-                                    "json_schema": {"name": "qa_pairs", "strict": True, "schema": schema}}}
-        failure = "teacher_unavailable"
+                                    "json_schema": {"name": self.schema_name, "strict": True, "schema": schema}}}
+        role = self.role
+        failure = f"{role}_unavailable"
         for attempt in range(self.retries + 1):
             if self._consecutive >= MAX_CONSECUTIVE_FAILURES:
-                return Answer(failure="teacher_unavailable", attempts=attempt)
+                return Answer(failure=f"{role}_unavailable", attempts=attempt)
             if attempt:
                 time.sleep(min(30.0, self.backoff * 2 ** (attempt - 1)) * (0.5 + random.random()))
             with self._lock:
@@ -170,14 +174,14 @@ class Teacher:
                     with self._lock:
                         self._consecutive = 0
                     return Answer(text=content or "", attempts=attempt + 1)
-                failure = f"teacher_http_{r.status_code}"
+                failure = f"{role}_http_{r.status_code}"
                 retry = r.status_code == 429 or r.status_code >= 500
             except requests.Timeout:
-                failure = "teacher_timeout"
+                failure = f"{role}_timeout"
             except requests.ConnectionError:
-                failure = "teacher_unreachable"
+                failure = f"{role}_unreachable"
             except (ValueError, KeyError, IndexError, TypeError):
-                failure, retry = "teacher_bad_response", False
+                failure, retry = f"{role}_bad_response", False
             with self._lock:
                 self.failures += 1
                 self._consecutive += 1

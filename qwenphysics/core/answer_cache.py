@@ -1,8 +1,11 @@
-"""Teacher answers kept on disk, so that a rerun (or a run after a crash) asks nothing twice.
+"""A model's answers kept on disk, so that a rerun (or a run after a crash) asks nothing twice.
 
-One SQLite file (WAL journal, a commit per answer): key -> the teacher's raw answer. The key
-hashes the paper id, the text shown, the prompt version, the teacher's identity and the
-sampling settings, so a change to any of them asks again instead of reusing a stale answer.
+One SQLite file (WAL journal, a commit per answer): key -> the model's raw answer, with a label
+saying what it answered (a paper id, a question id). The caller's key hashes everything the
+answer depends on: the Q&A teacher's hashes the paper, the text shown, the prompt version, the
+teacher's identity and its sampling; the judge's hashes the question, the reference, the answer
+graded, the rubric and the judge. A change to any of them asks again instead of reusing a stale
+answer.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from qwenphysics.core.errors import UserError
+from .errors import UserError
 
 
 class AnswerCache:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, flag: str = "--teacher-cache"):
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,7 +28,7 @@ class AnswerCache:
             self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, paper TEXT, "
                              "answer TEXT NOT NULL, created REAL DEFAULT (julianday('now')))")
         except (OSError, sqlite3.Error) as e:
-            raise UserError(f"teacher cache {self.path} is not usable ({e}): pass --teacher-cache PATH") from None
+            raise UserError(f"answer cache {self.path} is not usable ({e}): pass {flag} PATH") from None
         self._lock = threading.Lock()
 
     def get(self, key: str) -> str | None:
