@@ -3,12 +3,13 @@ SHELL := /bin/bash
 PY    := .venv/bin/python
 export HF_HUB_DISABLE_TELEMETRY=1 DO_NOT_TRACK=1 AXOLOTL_DO_NOT_TRACK=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: help setup demo test test-fast serve bench soak clean
+.PHONY: help setup demo test test-fast lint serve bench soak clean
 
 help:
 	@echo "make demo       the main job: sample -> dataset -> train -> GGUF -> chat in the browser"
 	@echo "make test       every test tier (what CI runs); sets up the environments first"
 	@echo "make test-fast  the fast tier only (pytest's default)"
+	@echo "make lint       ruff, mypy on the library, and the import rules (part of make test)"
 	@echo "make setup      create/refresh .venv, .venv-train, .venv-serve and the llama.cpp build"
 	@echo "make serve      llama.cpp's server + Open WebUI on the newest model under models/"
 	@echo "make bench      the CPU benchmarks (dataset builder, LaTeX cleaner, GGUF generation)"
@@ -22,11 +23,19 @@ demo: setup
 
 test: setup
 	@bash scripts/setup.sh browser
-	@$(PY) -m pytest -m "slow or not slow" --durations=25 $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory lint
+	@QWENPHYSICS_TEST_ALL=1 $(PY) -m pytest -m "slow or not slow" --durations=25 $(PYTEST_ARGS)
 
 test-fast:
 	@bash scripts/setup.sh llama core train artifacts
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+lint:
+	@$(PY) -c "import ruff, mypy, importlinter" 2>/dev/null || \
+		{ echo "make lint: the core environment (.venv) lacks ruff, mypy or import-linter: run make setup"; exit 2; }
+	@$(PY) -m ruff check .
+	@$(PY) -m mypy
+	@PYTHONPATH=. .venv/bin/lint-imports --no-cache
 
 serve: setup
 	@$(PY) scripts/serve.py $(SERVE_ARGS)

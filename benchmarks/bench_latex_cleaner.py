@@ -297,7 +297,7 @@ def main(argv=None) -> None:
     t_ours = best_time(ours, items, args.repeat)
     t_regex = best_time(regex_clean, items, args.repeat)
     r_ours, r_regex = total_mb / t_ours, total_mb / t_regex
-    print("\nthroughput, 1 process, CPU time (best of %d):" % args.repeat)
+    print(f"\nthroughput, 1 process, CPU time (best of {args.repeat}):")
     print(f"  {'cleaner':<24}{'cpu s':>9}{'MB/s/worker':>13}")
     print(f"  {'clean_project':<24}{t_ours:>9.3f}{r_ours:>13.2f}")
     print(f"  {'regex baseline':<24}{t_regex:>9.3f}{r_regex:>13.2f}")
@@ -318,7 +318,7 @@ def main(argv=None) -> None:
     t1 = pool_time(items, 1, args.repeat)
     t2 = pool_time(items, 2, args.repeat)
     try:
-        load = " (1-min load average %.1f)" % os.getloadavg()[0]
+        load = f" (1-min load average {os.getloadavg()[0]:.1f})"
     except OSError:
         load = ""
     print(f"\nclean_project with worker processes, wall time{load}:")

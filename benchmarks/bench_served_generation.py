@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_gguf_generation import bandwidth  # noqa: E402
+
 from qwenphysics import serving  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Explain the photoelectric effect."}]

@@ -70,7 +70,8 @@ def main() -> int:
             subprocess.run([PY, "-m", "dataset_builders", "sample", "--out", work / "sample"], check=True,
                            stdout=subprocess.DEVNULL)
             inputs = work / "sample" / "arxiv-metadata-sample.jsonl"
-        spec = ROOT / "dataset_builders" / "specs" / "physics-qa.yml" if args.real_spec else qa_test_spec(work / "spec.yml")
+        spec = (ROOT / "dataset_builders" / "specs" / "physics-qa.yml" if args.real_spec
+                else qa_test_spec(work / "spec.yml"))
         rows = []
         with LlamaServer(gguf, parallel=args.slots, log=work / "server.log") as server:
             for name, conc, cache in ((f"{args.slots} in flight (the server's slots)", args.slots, "par"),

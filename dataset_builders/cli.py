@@ -11,18 +11,26 @@ from qwenphysics.core.processes import sigterm_as_interrupt
 
 from . import harvest, sample
 from . import spec as spec_mod
+from .fulltext import build_fulltext, build_mixture, summarize_mixture
 from .output import check_out
 from .pipeline import build
 from .qa import build as qa_build
 from .qa import reading
 from .readers import check_inputs
 from .records import InputError
-from .snapshot import tune_malloc
+from .snapshot import default_workers, tune_malloc
 
 EPILOG = """examples:
-  python -m dataset_builders build --spec abstracts-chat --input arxiv-metadata-oai-snapshot.json --out data/abstracts-chat
+  python -m dataset_builders build --spec abstracts-chat --input arxiv-metadata-oai-snapshot.json \\
+      --out data/abstracts-chat
   python -m dataset_builders build --spec abstracts-completion --input raw/oai/ --out data/abstracts-completion
   python -m dataset_builders list-specs
+
+full-text and mixture specs (see list-specs) also take --metadata and --work-dir:
+  python -m dataset_builders build --spec fulltext-completion --input arXiv-src/ \\
+      --metadata arxiv-metadata-oai-snapshot.json --out data/fulltext-completion --workers 8
+  python -m dataset_builders build --spec mixed --input arxiv-metadata-oai-snapshot.json \\
+      --input arXiv-src/ --out data/mixed
 """
 
 
@@ -41,6 +49,13 @@ def _add_build(sub) -> None:
                    help="worker processes (default: one per core): metadata specs split plain, "
                         "uncompressed snapshot files among them; full-text specs clean source shards "
                         "in parallel. The output is identical for any N")
+    f = p.add_argument_group("full text (fulltext-*, sections-chat, mixed)")
+    f.add_argument("--metadata", action="append", default=[], metavar="PATH",
+                   help="Kaggle snapshot or OAI-PMH pages to join (title, categories, licence, dates); "
+                        "repeatable. Metadata files given with --input count too")
+    f.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
+                   help="where cleaned shards and completion markers go (default <out>.work; reruns skip "
+                        "finished shards)")
     t = p.add_argument_group("teacher (physics-qa)")
     t.add_argument("--teacher-gguf", type=Path, metavar="MODEL.gguf",
                    help="start llama.cpp's server on this GGUF as the teacher (e.g. Qwen2.5-14B-Instruct Q4_K_M)")
@@ -58,15 +73,14 @@ def _add_build(sub) -> None:
     t.add_argument("--teacher-retries", type=int, default=3, metavar="N", help="per request, with backoff (default 3)")
     t.add_argument("--teacher-cache", type=Path, default=None, metavar="PATH",
                    help="answer cache (default: $QWENPHYSICS_CACHE/teacher-cache.sqlite); reruns ask nothing twice")
-    t.add_argument("--max-papers", type=int, default=None, metavar="N", help="ask about the first N selected papers only")
+    t.add_argument("--max-papers", type=int, default=None, metavar="N",
+                   help="ask about the first N selected papers only")
 
 
 def cmd_build(args) -> int:
     spec = spec_mod.load(args.spec)
     if spec.source != "metadata":
-        from . import fulltext  # noqa: F401  (full-text and mixture contexts)
-
-        return fulltext.cmd_build(spec, args)
+        return cmd_build_fulltext(spec, args)
     check_inputs(args.input)
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
@@ -88,6 +102,24 @@ def cmd_build(args) -> int:
     res = build(spec, args.input, args.out, limit=args.limit, progress=not args.no_progress,
                 hash_inputs=not args.no_input_hash, workers=args.workers,
                 render=reading.render if generator == "reading" else None)
+    summarize(res.manifest, res.seconds, args.out)
+    return 0
+
+
+def cmd_build_fulltext(spec: spec_mod.Spec, args) -> int:
+    """`build` for full-text and mixture specs: LaTeX sources (+ metadata) -> a context."""
+    if not args.input:
+        raise InputError("no input given: pass LaTeX sources with --input PATH (repeatable)")
+    workers = default_workers() if args.workers is None else args.workers
+    if workers < 1:
+        raise InputError("--workers must be at least 1")
+    common = dict(metadata=args.metadata, workers=workers, work_dir=args.work_dir, limit=args.limit,
+                  progress=not args.no_progress, hash_inputs=not args.no_input_hash)
+    if spec.source == "mixture":
+        res = build_mixture(spec, args.input, args.out, **common)
+        summarize_mixture(res.manifest, res.seconds, args.out)
+        return 0
+    res = build_fulltext(spec, args.input, args.out, **common)
     summarize(res.manifest, res.seconds, args.out)
     return 0
 
@@ -122,12 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list-specs", help="list the training-context specs")
     harvest.add_parser(sub)
     sample.add_parser(sub)
-    try:
-        from . import fulltext
-
-        fulltext.add_parsers(sub)
-    except ImportError:
-        pass
     args = ap.parse_args(argv)
     handlers = {"build": cmd_build, "list-specs": cmd_list_specs}
     sigterm_as_interrupt()  # `kill` cleans up like Ctrl-C: no partial output is left

@@ -24,7 +24,6 @@ from .normalize import authors_to_unicode, lead
 from .records import InputError, Paper
 from .spec import Spec
 
-
 _GETTERS = {
     "primary_category": lambda p: p.primary,
     "primary_category_name": lambda p: taxonomy.human_name(p.primary),
@@ -112,7 +111,8 @@ def screen(examples: list[dict], check) -> tuple[list[dict], str | None, Counter
     """`(kept, paper_drop_reason, example_drops)`: the examples that may be written; the reason
     the paper is dropped (a contaminated example, or none left); the other examples dropped,
     by reason."""
-    kept, dropped = [], Counter()
+    kept: list[dict] = []
+    dropped: Counter[str] = Counter()
     for ex in examples:
         if "messages" in ex:
             reason = screen_messages(ex["messages"], check)
@@ -246,11 +246,13 @@ def line_renderer(spec: Spec):
     def chat(paper: Paper, bucket: int) -> tuple[list[bytes], int, str | None, tuple[str, ...]]:
         tail_id = b'}],"id":' + dumps(paper.id)
         out: list[bytes] = []
-        written, skipped = 0, ()
+        written = 0
+        skipped: tuple[str, ...] = ()
         for j in range(n):  # as render_screened: a screened-out template gives way to the next
             if written == k:
                 break
             user, assistant, tail, getters = templates[(bucket + j) % n]
+            f: dict[str, str]  # a Fields fills the other placeholders lazily
             if getters is None:
                 f = Fields(paper)
             else:

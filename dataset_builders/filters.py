@@ -5,8 +5,8 @@ Built from a spec's `filters:` block; every reason is counted in the manifest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import taxonomy
 from .records import InputError, Paper
@@ -48,7 +48,7 @@ class FilterSpec:
     max_abstract_chars: int = 6000
 
     @classmethod
-    def from_dict(cls, d: dict | None, where: str) -> "FilterSpec":
+    def from_dict(cls, d: dict | None, where: str) -> FilterSpec:
         d = dict(d or {})
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
@@ -106,6 +106,7 @@ def build(spec: FilterSpec) -> list[tuple[str, Callable[[Paper], str | None]]]:
 
         checks.append(("date", date_check))
 
+    allowed: frozenset[str | None] | None  # normalised licence URLs; None: any licence
     if isinstance(spec.licenses, str):
         if spec.licenses not in LICENSE_PRESETS:
             raise InputError(f"unknown licence preset '{spec.licenses}'; use one of {sorted(LICENSE_PRESETS)} "

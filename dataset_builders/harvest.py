@@ -41,10 +41,14 @@ import re
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Callable, Mapping
+
+import requests
+
+from qwenphysics.core.files import atomic_write
 
 from .readers.oai import OAI_NS, oai_error, parse_page, resumption_token
 from .records import InputError
@@ -72,7 +76,7 @@ _OAI_HINTS = {
 class HarvestFailed(Exception):
     """The server kept failing (after retries); pages saved so far are kept and resumable."""
 
-    def __init__(self, message: str, result: "HarvestResult"):
+    def __init__(self, message: str, result: HarvestResult):
         super().__init__(message)
         self.result = result
 
@@ -101,7 +105,7 @@ class HarvestParams:
                 "until": self.until}
 
     @classmethod
-    def from_mapping(cls, m: Mapping) -> "HarvestParams":
+    def from_mapping(cls, m: Mapping) -> HarvestParams:
         """From OAI argument names (`metadataPrefix`, `set`, `from`, `until`) or field names."""
         return cls(metadata_prefix=m.get("metadataPrefix", m.get("metadata_prefix", "arXiv")),
                    set=m.get("set"), from_=m.get("from", m.get("from_")), until=m.get("until"))
@@ -158,12 +162,8 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Durable, and hidden while partial (`.<name>.part`, cleared when a harvest resumes)."""
+    atomic_write(path, data, fsync=True, tmp=path.with_name(f".{path.name}.part"))
 
 
 def _one_line(s: str) -> str:
@@ -279,7 +279,6 @@ def harvest(base_url: str, out: str | os.PathLike, params: HarvestParams | Mappi
     Raises `InputError` for unusable requests (OAI errors, a folder holding something else)
     and `HarvestFailed` when the server keeps failing.
     """
-    import requests
 
     if not isinstance(params, HarvestParams):
         params = HarvestParams.from_mapping(params)

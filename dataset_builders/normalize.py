@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from pylatexenc.latex2text import LatexNodes2Text
+
 _PARA_END = frozenset(".!?:;")
 _SENTENCE_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ\\$(")
 _INDENTED_LINE = re.compile(r"\n[ \t]")
@@ -89,8 +91,6 @@ def lead(abstract: str, max_sentences: int = 2) -> str:
 
 @lru_cache(maxsize=1)
 def _latex2text():
-    from pylatexenc.latex2text import LatexNodes2Text
-
     return LatexNodes2Text(math_mode="verbatim", strict_latex_spaces=True)
 
 

@@ -14,12 +14,13 @@ import hashlib
 import json
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import orjson
 
 from qwenphysics.core.staging import Staging, check_target
+from qwenphysics.qwen_tokenizer import token_counter
 
 from .split import SPLITS, TEST_BP, VALIDATION_BP
 
@@ -68,8 +69,8 @@ class SplitWriter:
             raise
         self._sha = {s: hashlib.sha256() for s in SPLITS}
         self._buf: dict[str, list[bytes]] = {s: [] for s in SPLITS}
-        self.lines = Counter()
-        self.papers = Counter()
+        self.lines: Counter[str] = Counter()
+        self.papers: Counter[str] = Counter()
         self.samples: dict[str, list[dict]] = {s: [] for s in SPLITS}
         # called once per split when its token sample (the first TOKEN_SAMPLE examples) is complete
         self.on_sample_full: Callable[[str, list[dict]], None] | None = None
@@ -154,8 +155,6 @@ class TokenCounter:
             self._thread.start()
 
     def _load(self) -> None:
-        from qwenphysics.qwen_tokenizer import token_counter
-
         try:
             self._count = token_counter()
         except Exception:  # token statistics are optional; a broken install only loses them
@@ -207,7 +206,9 @@ def token_stats(samples: dict[str, list[dict]], lines: Counter, counter: TokenCo
         if not exs:
             stats[split] = {"examples_sampled": 0}
             continue
-        lens = sorted(counter.lengths(split, exs))
+        counted = counter.lengths(split, exs)
+        assert counted is not None  # the counter loaded (checked above)
+        lens = sorted(counted)
         mean = sum(lens) / len(lens)
         stats[split] = {
             "examples_sampled": len(lens),

@@ -12,15 +12,18 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+
+from tqdm import tqdm
 
 from qwenphysics.hashing import sha256_file
 
 from . import contamination, contexts, snapshot
 from .dedup import KeySet
-from .filters import build as build_filters, category_check, first_failure
+from .filters import build as build_filters
+from .filters import category_check, first_failure
 from .normalize import content_key, normalise
 from .output import BUILDER_NAME, SplitWriter, TokenCounter, data_card, manifest_json, token_stats
 from .readers import inside, iter_input
@@ -44,7 +47,6 @@ class BuildResult:
 def _progress(total: int | None, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
 
     return tqdm(total=total, unit=" rec", unit_scale=True, desc="build", file=sys.stderr,
                 mininterval=0.5, smoothing=0.1)

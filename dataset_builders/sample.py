@@ -20,6 +20,8 @@ import tarfile
 import textwrap
 from pathlib import Path
 
+from .split import split_of
+
 BANKS = {
     "hep-th": (["conformal field theories", "string compactifications", "holographic dualities",
                 "supersymmetric gauge theories", "black hole microstates"],
@@ -140,17 +142,20 @@ def records(n: int = 300, seed: int = 1234) -> list[dict]:
             abstract = "This paper has been withdrawn by the author due to a crucial error in the derivation."
         authors = ", ".join(rng.sample(NAMES, rng.randint(1, 4)))
         day = 1 + (i * 7) % 28
-        versions = [{"version": "v1", "created": f"{DAYS[i % 7]}, {day} {MONTHS[month - 1]} {year} 10:{i % 60:02d}:00 GMT"}]
+        created = f"{DAYS[i % 7]}, {day} {MONTHS[month - 1]} {year} 10:{i % 60:02d}:00 GMT"
+        versions = [{"version": "v1", "created": created}]
         if i % 3 == 0:
-            versions.append({"version": "v2", "created": f"{DAYS[(i + 3) % 7]}, {min(28, day + 14)} {MONTHS[month % 12]} "
-                                                         f"{year + (month == 12)} 09:00:00 GMT"})
+            revised = (f"{DAYS[(i + 3) % 7]}, {min(28, day + 14)} {MONTHS[month % 12]} "
+                       f"{year + (month == 12)} 09:00:00 GMT")
+            versions.append({"version": "v2", "created": revised})
         out.append({
             "id": rid, "submitter": authors.split(",")[0].strip(), "authors": authors,
             "title": "\n  ".join(textwrap.wrap(title, 70)),
             "comments": comments, "journal-ref": None, "doi": None, "report-no": None,
             "categories": categories, "license": LICENSES[i % len(LICENSES)], "abstract": _wrap(abstract),
             "versions": versions, "update_date": f"{year}-{month:02d}-{min(28, day + 1):02d}",
-            "authors_parsed": [[a.strip().split()[-1], " ".join(a.strip().split()[:-1]), ""] for a in authors.split(",")],
+            "authors_parsed": [[a.strip().split()[-1], " ".join(a.strip().split()[:-1]), ""]
+                               for a in authors.split(",")],
         })
     # Duplicate content under a new id (a re-submission), caught by content dedup.
     dup = dict(out[3])
@@ -223,7 +228,6 @@ def _targz(files: dict[str, str]) -> bytes:
 def source_shard(recs: list[dict], n_papers: int = 8) -> bytes:
     """A bulk source tar: YYMM/<id>.gz members for the first physics papers of `recs`."""
     out = io.BytesIO()
-    from .split import split_of
 
     usable = [r for r in recs if r["categories"].split()[0] in BANKS and "withdrawn" not in r["comments"]]
     # every split gets full texts, so each context has validation and test examples too

@@ -26,18 +26,19 @@ import signal
 import sys
 from array import array
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from qwenphysics.core.processes import die_with_parent
 
 from . import contamination, contexts
-from .filters import build as build_filters, category_check, first_failure
+from .filters import build as build_filters
+from .filters import category_check, first_failure
 from .normalize import content_key, normalise
 from .output import SplitWriter
 from .readers import input_kind
@@ -115,7 +116,9 @@ class BlockProcessor:
         cache = self.cache
         if len(cache) >= _CACHE_MAX:
             cache.clear()
-        r = cache[cats] = self.prefilter(cats.decode("utf-8", "replace").split())
+        prefilter = self.prefilter
+        assert prefilter is not None  # process() judges with this only when there is a prefilter
+        r = cache[cats] = prefilter(cats.decode("utf-8", "replace").split())
         return r
 
     def process(self, data: bytes | mmap.mmap, source: str, max_records: int | None = None, begin: int = 0,
@@ -151,14 +154,15 @@ class BlockProcessor:
                         reason = prefilter(cats)
                     if reason:
                         read += 1
-                        counts["drop:" + reason] += 1
+                        # mypy cannot narrow the `reason is cats` sentinel test: a verdict is a str here
+                        counts["drop:" + reason] += 1  # type: ignore[operator]
                         continue
                     checks = checks_pre
             p = parse_line(data[start:nl], source, None, want_date)
             if p is None:  # blank line: not a record
                 continue
             read += 1
-            if p.__class__ is Drop:
+            if isinstance(p, Drop):
                 counts["drop:" + p.reason] += 1
                 continue
             reason = first_failure(checks, p)
@@ -274,9 +278,10 @@ class Merger:
         for code, name in enumerate(SPLITS):
             self._append(name, blk.out[name], blk.split == code, kept, blk.nlines)
 
-    def _append(self, split: str, out: bytes | str | tuple[int, int], in_split: np.ndarray, kept: np.ndarray,
-                nlines: np.ndarray) -> None:
+    def _append(self, split: str, out: bytes | memoryview | str | tuple[int, int], in_split: np.ndarray,
+                kept: np.ndarray, nlines: np.ndarray) -> None:
         if isinstance(out, tuple):  # (offset, length) in the shared arena
+            assert self.arena is not None  # blocks point into the arena only while it is open
             out = self.arena[out[0]:out[0] + out[1]]
         elif isinstance(out, str):  # a worker's scratch file
             path = out

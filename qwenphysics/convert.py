@@ -24,8 +24,12 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import orjson
+import yaml
+
 from . import REPO_ROOT
 from .hashing import sha256_file
+from .model_card import write_model_card, write_modelfile
 from .toolchain import Toolchain, find_toolchain
 
 DEFAULT_QUANTS = ("Q4_K_M", "Q8_0")
@@ -62,10 +66,10 @@ def _run(cmd: list, *, env: dict | None = None, log: Path | None = None, step: s
             tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
             raise ConvertError(f"{step} failed (exit {p.returncode}): {tail[0][:200]} — full log: {log}")
     else:
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if p.returncode != 0:
-            last = (p.stderr or p.stdout).strip().splitlines()[-1:] or [""]
-            raise ConvertError(f"{step} failed (exit {p.returncode}): {last[0][:300]}")
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+            raise ConvertError(f"{step} failed (exit {done.returncode}): {last[0][:300]}")
 
 
 def _into(tmp: Path, out: Path, step) -> Path:
@@ -132,7 +136,7 @@ def quantize(src: Path, out: Path, qtype: str, *, imatrix: Path | None = None, t
              toolchain: Toolchain | None = None, log: Path | None = None) -> Path:
     tc = toolchain or find_toolchain()
     tmp = Path(out).with_name(Path(out).name + ".partial")
-    cmd = [tc.bin("llama-quantize")]
+    cmd: list[str | Path] = [tc.bin("llama-quantize")]
     if imatrix is not None:
         cmd += ["--imatrix", imatrix]
     cmd += [src, tmp, qtype, str(threads or os.cpu_count() or 1)]
@@ -170,7 +174,6 @@ class Run:
 
 def load_run(target: Path, *, output_dir: Path | None = None) -> Run:
     """`target` is a recipe (.yml) or an Axolotl output dir holding the adapter."""
-    import yaml
 
     target = Path(target)
     if not target.exists():
@@ -250,7 +253,6 @@ def load_merge(folder: Path) -> Run:
 
 def load_run_data_dirs(recipe: Path) -> list[Path]:
     """The dataset folders (with a manifest) a training recipe reads."""
-    import yaml
 
     try:
         cfg = yaml.safe_load(recipe.read_text()) or {}
@@ -281,7 +283,7 @@ def resolve_base_dir(base_model: str) -> Path:
     if p.is_dir() and (p / "config.json").exists():
         return p
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # noqa: PLC0415 - only when a base model must be fetched
 
         return Path(snapshot_download(base_model, local_files_only=True))
     except Exception:
@@ -304,7 +306,8 @@ def provenance(run: Run) -> dict:
         "general.finetune": run.name,
         "general.description": (f"QwenPhysics fine-tune of {run.base_model} with recipe {run.name} "
                                 f"(sha256 {recipe_sha[:16]}); datasets: "
-                                + ", ".join(f"{d.name} (manifest sha256 {s[:16]})" for d, s in zip(run.data_dirs, data_sha))),
+                                + ", ".join(f"{d.name} (manifest sha256 {s[:16]})"
+                                            for d, s in zip(run.data_dirs, data_sha))),
         "general.tags": tags,
         "general.base_models": [{"name": base_name, "organization": run.base_model.split("/")[0]
                                  if "/" in run.base_model else "local", "repo_url":
@@ -376,7 +379,6 @@ def count_params(model_dir: Path) -> int:
 
 def calibration_text(data_dirs: list[Path], out: Path, max_chars: int = 400_000) -> Path | None:
     """Validation-split text of the run's own data, for the importance matrix."""
-    import orjson
 
     parts, total = [], 0
     for d in data_dirs:
@@ -481,7 +483,6 @@ def merge_adapter(run: Run, opts: ConvertOptions, *, log: Path | None = None) ->
 
 def convert_run(run: Run, opts: ConvertOptions) -> dict:
     """Run every step whose outputs are missing or stale; return what was produced."""
-    from .model_card import write_model_card, write_modelfile
 
     tc = find_toolchain()
     out = Path(opts.out_root) / run.name

@@ -21,16 +21,27 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import REPO_ROOT
-from .core.prompts import system_prompt
-from .hashing import sha256_file
+from openai import OpenAI
 
-OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-QUIET = {"AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1", "WANDB_MODE": "disabled",
-         "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1"}
+from dataset_builders import spec as spec_mod
+from dataset_builders.pipeline import build
+from dataset_builders.records import InputError
+from dataset_builders.sample import write_sample
+
+from . import REPO_ROOT
+from .convert import ConvertError, ConvertOptions, convert_run, load_run
+from .core.offline import OFFLINE_ENV, QUIET
+from .core.prompts import system_prompt
+from .evaluation.questions import load as load_questions
+from .hashing import sha256_file
+from .recipes import DEMO_GPU_STEPS, checkpoints, cpu_variant, demo_gpu_variant, load_recipe, write_recipe
+from .serving import LocalStack, ServeError, StackConfig
+from .tiny_model import TINY_DIR
+
 DEFAULT_RECIPE = REPO_ROOT / "recipes" / "qwen3b-physics.yml"
 DEFAULT_WORKDIR = REPO_ROOT / "demo"
 STEPS = ("data", "train", "convert", "serve")
@@ -124,10 +135,6 @@ def run_logged(cmd: list, log: Path, step: str, env: dict | None = None, cwd: Pa
 # ---------------------------------------------------------------------------- 1. data
 
 def step_data(cfg: DemoConfig) -> Path:
-    from dataset_builders import spec as spec_mod
-    from dataset_builders.pipeline import build
-    from dataset_builders.sample import write_sample
-
     inputs = list(cfg.inputs)
     if not inputs:
         sample = cfg.data_dir / "sample"
@@ -150,7 +157,6 @@ def step_data(cfg: DemoConfig) -> Path:
             say(f"dataset {out} is current ({m['counts']['kept']} papers)")
             return out
     say("building the abstracts-chat training context")
-    from dataset_builders.records import InputError
 
     try:
         res = build(spec, inputs, out, progress=sys.stderr.isatty())
@@ -177,8 +183,6 @@ def detect_mode(cfg: DemoConfig) -> tuple[str, str]:
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         return "cpu", "HF_HUB_OFFLINE=1, so Qwen2.5-3B-Instruct cannot be downloaded"
     try:
-        import urllib.request
-
         urllib.request.urlopen("https://huggingface.co/api/models/Qwen/Qwen2.5-3B-Instruct", timeout=5)
     except Exception:
         return "cpu", "the Hugging Face hub is not reachable, so Qwen2.5-3B-Instruct cannot be downloaded"
@@ -187,8 +191,6 @@ def detect_mode(cfg: DemoConfig) -> tuple[str, str]:
 
 def step_train(cfg: DemoConfig, data: Path) -> tuple[Path, Path, Path | None]:
     """Returns (recipe used, output dir, local base model dir or None for a hub id)."""
-    from .recipes import DEMO_GPU_STEPS, cpu_variant, demo_gpu_variant, load_recipe, write_recipe
-    from .tiny_model import TINY_DIR
 
     mode, why = detect_mode(cfg)
     log = cfg.logs / "train.log"
@@ -215,7 +217,7 @@ def step_train(cfg: DemoConfig, data: Path) -> tuple[Path, Path, Path | None]:
                               max_steps=cfg.steps, save_steps=cfg.steps, sequence_len=512)
         header = f"# {cfg.recipe.name} rewritten for CPU by qwenphysics.recipes.cpu_variant\n"
         base = TINY_DIR
-        env = {**OFFLINE, **QUIET, "CUDA_VISIBLE_DEVICES": ""}
+        env = {**OFFLINE_ENV, "CUDA_VISIBLE_DEVICES": ""}
         cmd = [accelerate, "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", "--cpu", "-m", "axolotl.cli.train"]
     recipe = write_recipe(variant, out.parent / f"{out.name}.recipe.yml", header)
@@ -240,8 +242,6 @@ def step_train(cfg: DemoConfig, data: Path) -> tuple[Path, Path, Path | None]:
 
 
 def _trainer_logs(out: Path) -> list[str]:
-    from .recipes import checkpoints
-
     ck = checkpoints(out)
     if not ck:
         return []
@@ -252,14 +252,12 @@ def _trainer_logs(out: Path) -> list[str]:
 # ---------------------------------------------------------------------------- 3. convert
 
 def step_convert(cfg: DemoConfig, recipe: Path, out: Path, base: Path | None) -> dict:
-    from .convert import ConvertError, ConvertOptions, convert_run, load_run
-
     try:
         run = load_run(recipe, output_dir=out)
         run.name = "demo-gpu" if base is None else "demo-cpu"
         res = convert_run(run, ConvertOptions(out_root=cfg.workdir / "models", quants=("Q4_K_M",),
                                               base_dir=base, base_gguf=False, threads=cfg.threads,
-                                              env={**OFFLINE, **QUIET} if base is not None else dict(QUIET)))
+                                              env=dict(OFFLINE_ENV) if base is not None else dict(QUIET)))
     except ConvertError as e:
         raise StepFailed("convert", str(e), cfg.workdir / "models" / run.name / "convert.log" if 'run' in dir()
                          else None, "see the log; `python scripts/convert.py --help` for options") from None
@@ -271,9 +269,6 @@ def step_convert(cfg: DemoConfig, recipe: Path, out: Path, base: Path | None) ->
 # ---------------------------------------------------------------------------- 4. serve
 
 def step_serve(cfg: DemoConfig, model: Path, lora: Path | None = None) -> list[dict]:
-    from .evaluation.questions import load as load_questions
-    from .serving import LocalStack, StackConfig, ServeError
-
     seed = [q for q in load_questions().questions if q.seed]
     stack_cfg = StackConfig(model=model, auth=False, data_dir=cfg.workdir / "webui",
                             webui_port=cfg.port if cfg.serve else 0, threads=cfg.threads,
@@ -286,8 +281,6 @@ def step_serve(cfg: DemoConfig, model: Path, lora: Path | None = None) -> list[d
     except ServeError as e:
         raise StepFailed("serve", str(e), stack_cfg.log_dir, "check the logs; is the port free? (--port)") from None
     try:
-        from openai import OpenAI
-
         client = OpenAI(base_url=stack.openai_base_url, api_key=stack.api_key, max_retries=1, timeout=120)
         system = system_prompt()  # the prompt the model was trained with
         say(f"smoke check: the seed's {len(seed)} questions through the OpenAI API")

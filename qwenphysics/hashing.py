@@ -19,6 +19,8 @@ import stat
 import time
 from pathlib import Path
 
+from .toolchain import cache_dir
+
 WINDOW = 64 << 20  # bytes mapped at a time
 CACHE_MIN_BYTES = 16 << 20  # smaller files hash in milliseconds: never cached
 SETTLED_S = 2.0  # a file changed less than this long ago is hashed but not cached
@@ -47,8 +49,6 @@ def _key(st: os.stat_result) -> str:
 
 
 def cache_path() -> Path:
-    from .toolchain import cache_dir
-
     return cache_dir() / CACHE_NAME
 
 

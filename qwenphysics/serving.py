@@ -7,31 +7,49 @@ Two ways to run the same stack, with the same settings:
   binary is not built, llama-cpp-python's server from ``.venv-serve``) and Open WebUI from
   ``.venv-serve``, both bound to 127.0.0.1, and stops both (process groups) on exit.
 
-Both provision the *physics preset* (``serve/physics-preset.json``): an Open WebUI model on top
-of the served GGUF carrying the system prompt and the sampling defaults, imported through Open
-WebUI's admin API (:func:`provision_preset`).
-
-This module uses the standard library only: Compose's one-shot ``webui-init`` service runs it
-inside the Open WebUI image.
+Both read Open WebUI's settings from ``serve/webui.env`` and provision the *physics preset*
+(``serve/physics-preset.json``) and the context-window filter with :mod:`qwenphysics.provision`,
+the one file Compose mounts into a container.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import secrets
 import shutil
 import signal
 import socket
-import struct
 import subprocess
+import sys
+import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from dotenv.parser import parse_stream
+from gguf import GGUFReader
+
+from .core.llama_server import free_port
+from .core.paths import PROJECT_ROOT as REPO_ROOT
+from .core.processes import new_session_dying_with_parent
+from .provision import (
+    CONTEXT_FILTER_ID,
+    SYSTEM_PROMPT_NAME,
+    ServeError,
+    http_json,
+    load_preset,
+    provision_context_filter,
+    provision_preset,
+    wait_http_ok,
+    webui_signin,
+)
+from .toolchain import ToolchainMissing, find_toolchain
+
+__all__ = ["CONTEXT_FILTER_ID", "SYSTEM_PROMPT_NAME", "LocalStack", "ServeError", "StackConfig", "http_json",
+           "load_preset", "provision_context_filter", "provision_preset", "wait_http_ok", "webui_signin"]
+
 
 # Seed defaults of the chat model; the preset and the server flags are built from these.
 TEMPERATURE = 0.1
@@ -41,47 +59,14 @@ STREAM = True
 PARALLEL = 4  # server slots: concurrent chats served at once (more queue)
 
 MODEL_ALIAS = "qwenphysics"  # the model id llama-server reports; the preset's base model
-PRESET_FILE = REPO_ROOT / "serve" / "physics-preset.json"
-# The one system prompt (training, serving, evaluation), read from beside the preset file.
-SYSTEM_PROMPT_NAME = "system-prompt.txt"
+PRESET_FILE = REPO_ROOT / "serve" / "physics-preset.json"  # the system prompt comes from beside it
 ENV_FILE = REPO_ROOT / "serve" / ".env"
 MODELS_DIR = REPO_ROOT / "models"
 DEFAULT_DATA_DIR = REPO_ROOT / "outputs" / "webui"
 SERVE_VENV = REPO_ROOT / ".venv-serve"
 
-# Open WebUI settings shared by docker-compose.yml and the local stack (a test pins them
-# together): no Ollama, nothing fetched from a model hub, no telemetry or update checks,
-# the physics preset selected by default. Auth is on unless a local demo turns it off.
-TITLE_PROMPT = (
-    "Write a concise title of 3-6 words for this physics conversation, in its language. "
-    'Reply with JSON only: {"title": "..."}\n\n{{MESSAGES:END:2|middletruncate:1500}}'
-)
 CONTEXT_FILTER_FILE = REPO_ROOT / "serve" / "context_window.py"
-CONTEXT_FILTER_ID = "qwenphysics_context_window"
-
-WEBUI_SETTINGS: dict[str, str] = {
-    "ENABLE_OLLAMA_API": "False",
-    "OFFLINE_MODE": "True",
-    "HF_HUB_OFFLINE": "1",
-    "RAG_EMBEDDING_MODEL": "",
-    "ENABLE_COMMUNITY_SHARING": "False",
-    "ENABLE_VERSION_UPDATE_CHECK": "False",
-    "ANONYMIZED_TELEMETRY": "False",
-    "DO_NOT_TRACK": "True",
-    "SCARF_NO_ANALYTICS": "True",
-    "DEFAULT_MODELS": "qwenphysics-physics",
-    "ENABLE_TAGS_GENERATION": "False",
-    "ENABLE_FOLLOW_UP_GENERATION": "False",
-    # The title request quotes the last two messages: each cut to 1,500 characters (middle
-    # left out), so it fits the context whatever the answer's length.
-    "TITLE_GENERATION_PROMPT_TEMPLATE": TITLE_PROMPT,
-    # First sign-in lands in the chat: no release-notes dialog, for the admin or anyone else.
-    "DEFAULT_INTERFACE_SETTINGS": '{"showChangelog": false}',
-    # One connection per request to the llama server: it drops idle keep-alive connections
-    # after 5 s, Open WebUI's pool keeps them 15 s, and a request racing the drop fails
-    # ("Server Connection Error", about 1 in 300 chats under load without this).
-    "OPENAI_API_CONFIGS": '{"0": {"enable": true, "headers": {"Connection": "close"}}}',
-}
+WEBUI_ENV_FILE = REPO_ROOT / "serve" / "webui.env"  # Open WebUI's settings, shared with docker-compose.yml
 
 # CPU threading of llama-server (see serve/README.md, "Threads"): every core, and OpenMP's own
 # waiting (spin a while, then sleep): measured as served, it reaches 94 % of the bandwidth bound
@@ -93,81 +78,22 @@ GGUF_LORA_NAMES = ("lora", "adapter")
 LLAMA_FTYPE_MOSTLY_Q4_K_M = 15
 
 
-class ServeError(RuntimeError):
-    """A problem the user can fix; the message is one line and says how."""
-
 
 # --------------------------------------------------------------------------------------------
 # GGUF files
 # --------------------------------------------------------------------------------------------
 
-_GGUF_SCALARS = {
-    0: "B",
-    1: "b",
-    2: "H",
-    3: "h",
-    4: "I",
-    5: "i",
-    6: "f",
-    7: "?",
-    10: "Q",
-    11: "q",
-    12: "d",
-}
-
-
 def read_gguf_metadata(
     path: Path, wanted: tuple[str, ...] = ("general.type", "general.file_type")
 ) -> dict:
-    """The `wanted` metadata keys of a GGUF file (those present), reading only its header.
+    """The `wanted` metadata keys of a GGUF file (those present), read with gguf-py.
 
-    Raises ServeError when the file is not a GGUF file.
-    """
-    path = Path(path)
-    out: dict = {}
+    Raises ServeError when the file is not a GGUF file."""
     try:
-        with open(path, "rb") as f:
-            if f.read(4) != b"GGUF":
-                raise ServeError(
-                    f"{path} is not a GGUF file: convert the model with llama.cpp first"
-                )
-            version, _n_tensors, n_kv = struct.unpack("<IQQ", f.read(20))
-            if version < 2:
-                raise ServeError(f"{path} is a GGUF v{version} file, too old: convert it again")
-
-            def read_str() -> str:
-                (n,) = struct.unpack("<Q", f.read(8))
-                return f.read(n).decode("utf-8", "replace")
-
-            def read_value(vtype: int):
-                if vtype == 8:
-                    return read_str()
-                if vtype == 9:
-                    etype, count = struct.unpack("<IQ", f.read(12))
-                    if etype in _GGUF_SCALARS:
-                        f.seek(struct.calcsize("<" + _GGUF_SCALARS[etype]) * count, 1)
-                    else:
-                        for _ in range(count):
-                            read_value(etype)
-                    return None
-                fmt = "<" + _GGUF_SCALARS[vtype]
-                return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
-
-            for _ in range(n_kv):
-                key = read_str()
-                (vtype,) = struct.unpack("<I", f.read(4))
-                value = read_value(vtype)
-                if key in wanted:
-                    out[key] = value
-                    if len(out) == len(wanted):
-                        break
-    except (struct.error, KeyError) as e:
-        raise ServeError(
-            f"{path} is a truncated or corrupt GGUF file ({e}): convert it again"
-        ) from None
-    except OSError as e:
-        raise ServeError(f"cannot read {path}: {e.strerror}") from None
-    return out
+        fields = GGUFReader(str(path)).fields
+    except (ValueError, OSError, IndexError, KeyError):
+        raise ServeError(f"{path} is not a GGUF file: pass a .gguf model") from None
+    return {k: fields[k].contents() for k in wanted if k in fields}
 
 
 def is_lora_gguf(path: Path) -> bool:
@@ -203,30 +129,20 @@ def find_default_model(models_dir: Path | None = None) -> Path:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a Compose env file (comments, blank lines, `export ` and quotes allowed)."""
+    """KEY=VALUE lines of a Compose env file (comments, blank lines, `export ` and quotes allowed),
+    read with python-dotenv's parser, without interpolation."""
     env: dict[str, str] = {}
-    for n, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :].lstrip()
-        key, sep, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key.replace("_", "").isalnum():
-            raise ServeError(f"{path}:{n}: expected KEY=VALUE, got {raw.strip()!r}")
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        env[key] = value
+    with open(path, encoding="utf-8") as f:
+        for b in parse_stream(f):
+            if b.error:
+                got = b.original.string.strip()
+                raise ServeError(f"{path}:{b.original.line}: expected KEY=VALUE, got {got!r}")
+            if b.key is not None:
+                env[b.key] = b.value or ""
     return env
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+WEBUI_SETTINGS = read_env_file(WEBUI_ENV_FILE)
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -236,27 +152,6 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
-
-
-def load_preset(path: Path = PRESET_FILE) -> dict:
-    try:
-        preset = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ServeError(f"preset {path} is missing: restore serve/physics-preset.json") from None
-    except json.JSONDecodeError as e:
-        raise ServeError(f"preset {path} is not valid JSON (line {e.lineno}): fix it") from None
-    for key in ("id", "base_model_id", "name", "params"):
-        if key not in preset:
-            raise ServeError(f"preset {path} lacks {key!r}: add it")
-    if "system" in preset["params"]:
-        raise ServeError(f"preset {path} sets its own system prompt: remove params.system; the preset takes "
-                         f"the one in {SYSTEM_PROMPT_NAME} beside it, as training and evaluation do")
-    prompt_file = Path(path).parent / SYSTEM_PROMPT_NAME
-    try:
-        preset["params"]["system"] = prompt_file.read_text(encoding="utf-8").strip()
-    except OSError:
-        raise ServeError(f"{prompt_file} is missing: restore serve/{SYSTEM_PROMPT_NAME}") from None
-    return preset
 
 
 @dataclass
@@ -365,7 +260,6 @@ class StackConfig:
 
 def _writable(folder: Path) -> bool:
     """Whether files can be created in `folder` (or in the nearest existing folder above it)."""
-    import tempfile
 
     p = Path(folder)
     while not p.exists() and p.parent != p:
@@ -378,173 +272,8 @@ def _writable(folder: Path) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# HTTP helpers (standard library)
-# --------------------------------------------------------------------------------------------
-
-
-# Both servers are ours and near (loopback or the Compose network): never through a proxy.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http_json(
-    method: str, url: str, body: dict | None = None, token: str | None = None, timeout: float = 30.0
-) -> tuple[int, object]:
-    """(status, parsed JSON or text) of one request; connection errors raise OSError."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Accept", "application/json")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with _OPENER.open(req, timeout=timeout) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        status, raw = e.code, e.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode("utf-8", "replace")
-
-
-def wait_http_ok(
-    url: str,
-    timeout: float,
-    proc: subprocess.Popen | None = None,
-    name: str = "server",
-    log: Path | None = None,
-    token: str | None = None,
-) -> None:
-    """Poll `url` until it answers 200; fail early when `proc` exits."""
-    deadline = time.monotonic() + timeout
-    where = f": see {log}" if log else ""
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise ServeError(f"{name} exited with code {proc.returncode} while starting{where}")
-        try:
-            status, _ = http_json("GET", url, token=token, timeout=5)
-            if status == 200:
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise ServeError(f"{name} was not healthy at {url} within {timeout:.0f} s{where}")
-        time.sleep(0.5)
-
-
-# --------------------------------------------------------------------------------------------
-# Open WebUI provisioning
-# --------------------------------------------------------------------------------------------
-
-
-def webui_signin(webui_url: str, email: str = "", password: str = "") -> str:
-    """A session token (empty credentials work only when Open WebUI runs with auth off)."""
-    status, body = http_json(
-        "POST", f"{webui_url}/api/v1/auths/signin", {"email": email, "password": password}
-    )
-    if status != 200 or not isinstance(body, dict) or "token" not in body:
-        detail = body.get("detail") if isinstance(body, dict) else body
-        raise ServeError(
-            f"Open WebUI sign-in as {email or '(auth off)'} failed ({status}: {detail}): "
-            "check WEBUI_ADMIN_EMAIL/WEBUI_ADMIN_PASSWORD (the admin is created on first start only)"
-        )
-    return body["token"]
-
-
-def provision_preset(
-    webui_url: str, token: str, preset: dict | Path = PRESET_FILE, timeout: float = 120.0
-) -> str:
-    """Import (create or update) the physics preset into Open WebUI and wait until it is listed.
-
-    Returns the preset's model id. Idempotent.
-    """
-    if not isinstance(preset, dict):
-        preset = load_preset(Path(preset))
-    # Open WebUI lets a user reach a preset only if its base model is registered, active and
-    # readable too: register the served model with the preset's audience.
-    base = {
-        "id": preset["base_model_id"],
-        "base_model_id": None,
-        "name": f"{preset['base_model_id']} (no system prompt)",
-        "meta": {"description": "The served GGUF as it is, without the physics preset."},
-        "params": {},
-        "access_grants": preset.get("access_grants", []),
-        "is_active": True,
-    }
-    status, body = http_json(
-        "POST", f"{webui_url}/api/v1/models/import", {"models": [base, preset]}, token=token
-    )
-    if status != 200 or body is not True:
-        raise ServeError(
-            f"Open WebUI refused the preset {preset['id']} ({status}: {body}): "
-            "sign in with an admin account"
-        )
-    # The preset shows once Open WebUI lists its base model from the llama server.
-    deadline = time.monotonic() + timeout
-    while True:
-        status, body = http_json("GET", f"{webui_url}/api/models?refresh=true", token=token)
-        ids = {m.get("id") for m in body.get("data", [])} if isinstance(body, dict) else set()
-        if preset["id"] in ids:
-            return preset["id"]
-        if time.monotonic() > deadline:
-            raise ServeError(
-                f"Open WebUI does not list {preset['base_model_id']!r} from the llama server "
-                f"(models: {sorted(i for i in ids if i)}): check OPENAI_API_BASE_URL and the API key"
-            )
-        time.sleep(1)
-
-
-def provision_context_filter(
-    webui_url: str, token: str, ctx_size: int, answer_tokens: int, path: Path = CONTEXT_FILTER_FILE
-) -> None:
-    """Install (or update) the context-window filter, switch it on for every model and set its
-    budget: a conversation longer than `ctx_size` loses its oldest turns instead of failing.
-    Idempotent."""
-    try:
-        content = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise ServeError(f"{path} is missing ({e.strerror}): restore serve/context_window.py") from None
-    form = {"id": CONTEXT_FILTER_ID, "name": "QwenPhysics context window", "content": content,
-            "meta": {"description": "Keeps each request inside the llama server's context per chat."}}
-    base = f"{webui_url}/api/v1/functions"
-    status, body = http_json("GET", f"{base}/id/{CONTEXT_FILTER_ID}", token=token)
-    if status == 200 and isinstance(body, dict):
-        status, body = http_json("POST", f"{base}/id/{CONTEXT_FILTER_ID}/update", form, token=token)
-    else:
-        status, body = http_json("POST", f"{base}/create", form, token=token)
-    if status != 200 or not isinstance(body, dict):
-        raise ServeError(f"Open WebUI refused the context filter ({status}: {body}): sign in as an admin")
-    valves = {"context_tokens": ctx_size, "answer_tokens": answer_tokens}
-    status, body = http_json("POST", f"{base}/id/{CONTEXT_FILTER_ID}/valves/update", valves, token=token)
-    if status != 200:
-        raise ServeError(f"Open WebUI refused the context filter's settings ({status}: {body})")
-    for flag, path_ in (("is_active", "toggle"), ("is_global", "toggle/global")):
-        status, body = http_json("GET", f"{base}/id/{CONTEXT_FILTER_ID}", token=token)
-        if status == 200 and isinstance(body, dict) and not body.get(flag):
-            http_json("POST", f"{base}/id/{CONTEXT_FILTER_ID}/{path_}", None, token=token)
-    status, body = http_json("GET", f"{base}/id/{CONTEXT_FILTER_ID}", token=token)
-    if not (status == 200 and isinstance(body, dict) and body.get("is_active") and body.get("is_global")):
-        raise ServeError(f"Open WebUI did not switch the context filter on ({status}: {body})")
-
-
-# --------------------------------------------------------------------------------------------
 # Processes
 # --------------------------------------------------------------------------------------------
-
-
-try:  # looked up before any fork: the child only calls it
-    import ctypes
-
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (ImportError, OSError, AttributeError):  # not Linux
-    _prctl = None
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    os.setsid()
-    if _prctl is not None:
-        _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the parent dies
 
 
 def start_process(
@@ -562,7 +291,7 @@ def start_process(
             stderr=subprocess.STDOUT,
             env=env,
             cwd=cwd,
-            preexec_fn=_die_with_parent,
+            preexec_fn=new_session_dying_with_parent,
         )
 
 
@@ -625,6 +354,7 @@ class LocalStack:
         self.webui_proc: subprocess.Popen | None = None
         self.llama_port = config.llama_port or free_port()
         self.webui_port = config.webui_port or (free_port() if config.webui else 0)
+        assert config.log_dir is not None  # StackConfig.__post_init__ fills it in
         self.llama_log = config.log_dir / "llama-server.log"
         self.webui_log = config.log_dir / "open-webui.log"
         self.backend: str | None = None  # "binary" or "python" once started
@@ -643,7 +373,7 @@ class LocalStack:
         return f"http://127.0.0.1:{self.webui_port}"
 
     # lifecycle ----------------------------------------------------------------------------
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         try:
             self.start()
         except BaseException:
@@ -724,10 +454,8 @@ class LocalStack:
             )
         self.backend = "python"
         try:  # the shared libllama, when the toolchain is built
-            from qwenphysics.toolchain import find_toolchain
-
             env = find_toolchain().env(env)
-        except Exception:
+        except ToolchainMissing:
             pass
         # llama-cpp-python's server: one request at a time, the whole context for it
         cmd = [
@@ -838,17 +566,187 @@ class LocalStack:
             self.webui_token = webui_signin(self.webui_url)
         self.preset_model = provision_preset(self.webui_url, self.webui_token, self.config.preset)
         answer = load_preset(self.config.preset)["params"].get("max_tokens", self.config.ctx_size // 4)
-        provision_context_filter(self.webui_url, self.webui_token, self.config.ctx_size, int(answer))
+        provision_context_filter(self.webui_url, self.webui_token, self.config.ctx_size, int(answer),
+                                 CONTEXT_FILTER_FILE)
 
 
 def _llama_server_binary(required: bool) -> Path | None:
-    try:
-        from qwenphysics.toolchain import ToolchainMissing, find_toolchain
-    except ImportError:  # a copy of this module outside the project
-        return None
     try:
         return find_toolchain().bin("llama-server")
     except ToolchainMissing as e:
         if required:
             raise ServeError(str(e)) from None
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (scripts/serve.py)
+# --------------------------------------------------------------------------------------------
+
+USAGE = """Starts llama.cpp's server and Open WebUI on 127.0.0.1 with the settings of docker-compose.yml
+(read from serve/.env when it exists), imports the physics preset, prints the URL, and stops
+both on Ctrl-C. Logs: <data dir>/logs/."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def run_parser() -> Parser:
+    p = Parser(
+        prog="serve.py",
+        description=USAGE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="base model GGUF (default: newest *.gguf under models/, "
+        "Q4_K_M preferred, LoRA adapters skipped; or MODEL_FILE in the env file)",
+    )
+    p.add_argument("--lora", type=Path, help="GGUF LoRA adapter applied on top of --model")
+    p.add_argument(
+        "--port", type=int, help="Open WebUI's port on 127.0.0.1 (default: WEBUI_PORT or 3000)"
+    )
+    p.add_argument(
+        "--llama-port", type=int, default=0, help="llama server's port (default: a free one)"
+    )
+    p.add_argument("--threads", type=positive, help="llama server CPU threads (default: all cores)")
+    p.add_argument(
+        "--ctx-size",
+        type=positive,
+        help=f"context per chat in tokens (default: {CTX_SIZE})",
+    )
+    p.add_argument(
+        "--parallel", type=positive, help=f"chats served at once (default: {PARALLEL})"
+    )
+    p.add_argument("--gpu-layers", type=int, help="layers offloaded to a GPU (a CUDA build only)")
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="Open WebUI without login (tests, demos; a fresh data dir only)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="Open WebUI's data (default: outputs/webui/auth or outputs/webui/no-auth)",
+    )
+    p.add_argument(
+        "--env-file", type=Path, help="settings file (default: serve/.env when it exists)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=("auto", "binary", "python"),
+        default="auto",
+        help="llama.cpp's llama-server binary or llama-cpp-python's server (auto: the binary "
+        "when built)",
+    )
+    return p
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def run(argv: list[str]) -> int:
+    args = run_parser().parse_args(argv)
+    env_path = args.env_file or (ENV_FILE if ENV_FILE.exists() else None)
+    if args.env_file and not args.env_file.is_file():
+        raise ServeError(
+            f"env file {args.env_file} does not exist: copy serve/.env.example"
+        )
+    env = read_env_file(env_path) if env_path else {}
+    settings = StackConfig.env_settings(env)
+    if args.model is None and "model" not in settings:
+        settings["model"] = find_default_model()
+    for name in ("model", "lora", "threads", "ctx_size", "parallel", "gpu_layers"):
+        value = getattr(args, name)
+        if value is not None:
+            settings[name] = value
+    port = args.port
+    if port is None:
+        try:
+            port = int(env.get("WEBUI_PORT") or 3000)
+        except ValueError:
+            raise ServeError(
+                f"WEBUI_PORT={env['WEBUI_PORT']!r} in {env_path} is not a port number"
+            ) from None
+    if not 1 <= port <= 65535:
+        raise ServeError(f"port {port} is out of range: pass --port 1024..65535")
+    auth = not args.no_auth
+    data_dir = args.data_dir or DEFAULT_DATA_DIR / ("auth" if auth else "no-auth")
+    config = StackConfig(
+        **settings,
+        webui_port=port,
+        llama_port=args.llama_port,
+        auth=auth,
+        data_dir=data_dir,
+        backend=args.backend,
+    )
+    # Ctrl-C (SIGINT) and SIGTERM both end in LocalStack.__exit__, which stops both servers.
+    # SIGINT is set explicitly: a process started from a background job of a script inherits
+    # it ignored, and Python then never raises KeyboardInterrupt (`kill -INT` would do nothing).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    print(
+        f"starting llama.cpp's server on {config.model.name}"
+        f"{' + ' + config.lora.name if config.lora else ''} and Open WebUI (logs: {config.log_dir})",
+        flush=True,
+    )
+    try:
+        with LocalStack(config) as stack:
+            print(f"\nOpen WebUI: {stack.webui_url}  (model: {stack.preset_model})", flush=True)
+            if auth:
+                email, _ = stack.admin_credentials()
+                where = (
+                    "WEBUI_ADMIN_PASSWORD in the env file"
+                    if config.admin_password
+                    else config.data_dir / "admin-password.txt"
+                )
+                print(f"sign in as {email}; password: {where}", flush=True)
+            if config.api_key:
+                key_where = "LLAMA_API_KEY in the env file"
+            else:  # random for this run: kept where only this user can read it, never printed
+                key_file = Path(config.data_dir) / "api-key.txt"
+                key_file.touch(mode=0o600)
+                key_file.chmod(0o600)
+                key_file.write_text(stack.api_key + "\n")
+                key_where = f"random for this run, in {key_file}"
+            print(f"OpenAI-compatible API: {stack.openai_base_url} (key: {key_where})", flush=True)
+            print("Ctrl-C stops both servers.", flush=True)
+            assert stack.llama_proc is not None and stack.webui_proc is not None  # started by __enter__
+            while stack.llama_proc.poll() is None and stack.webui_proc.poll() is None:
+                try:
+                    stack.llama_proc.wait(timeout=1)
+                except subprocess.TimeoutExpired:
+                    pass
+            dead, log = (
+                ("llama server", stack.llama_log)
+                if stack.llama_proc.poll() is not None
+                else ("Open WebUI", stack.webui_log)
+            )
+            raise ServeError(f"{dead} stopped unexpectedly: see {log}")
+    except KeyboardInterrupt:
+        print("\nstopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`scripts/serve.py`: the local stack until Ctrl-C."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(argv)
+    except ServeError as e:
+        print(f"serve.py: error: {e}", file=sys.stderr)
+        return 2

@@ -8,6 +8,7 @@ intermediate 512 is the smallest shape whose tensors all take llama.cpp's K-quan
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from . import REPO_ROOT
@@ -29,8 +30,8 @@ def build_tiny_model(out: Path = TINY_DIR, seed: int = 0, force: bool = False) -
     out = Path(out)
     if (out / "model.safetensors").exists() and (out / "tokenizer.json").exists() and not force:
         return out
-    import torch
-    from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    import torch  # noqa: PLC0415 - training environment only
+    from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM  # noqa: PLC0415 - training environment only
 
     tok_dir = default_dir()
     if not (tok_dir / "tokenizer.json").exists():
@@ -45,7 +46,6 @@ def build_tiny_model(out: Path = TINY_DIR, seed: int = 0, force: bool = False) -
                      repetition_penalty=1.05).save_pretrained(tmp)
     AutoTokenizer.from_pretrained(str(tok_dir)).save_pretrained(tmp)
     if out.exists():
-        import shutil
 
         shutil.rmtree(out)
     tmp.rename(out)

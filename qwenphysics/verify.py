@@ -11,10 +11,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 def hf_logits(model_dir: Path, token_ids: list[int]):
-    import torch
-    from transformers import AutoModelForCausalLM
+    import torch  # noqa: PLC0415 - training environment only
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415 - training environment only
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     model.eval()
@@ -31,7 +33,6 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=Path, required=True, help="JSON list of token ids")
     p.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    import numpy as np
 
     np.save(args.out, hf_logits(args.model, json.loads(args.tokens.read_text())))
     return 0

@@ -10,12 +10,8 @@ perplexity and lm-eval tasks, each fine-tune shown against the base) and the PNG
 qa_by_category.png, perplexity.png and, when --train-dir is given, loss_curves.png.
 """
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from qwenphysics.evaluation.compare import main  # noqa: E402
+from qwenphysics.evaluation.compare import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -3,7 +3,8 @@
 Usage:
     .venv/bin/python scripts/convert.py recipes/qwen3b-physics.yml
     .venv/bin/python scripts/convert.py outputs/qwen3b-physics --quants Q4_K_M Q5_K_M Q8_0 --imatrix
-    .venv/bin/python scripts/convert.py demo/outputs/demo-cpu --recipe demo/outputs/demo-cpu.recipe.yml --base-dir artifacts/tiny-qwen2.5 --base-gguf
+    .venv/bin/python scripts/convert.py demo/outputs/demo-cpu --recipe demo/outputs/demo-cpu.recipe.yml \
+        --base-dir artifacts/tiny-qwen2.5 --base-gguf
     .venv/bin/python scripts/convert.py outputs/merges/qa-instruct-linear     # a merge (scripts/merge.py)
 
 Writes models/<run>/: <run>-F16.gguf, <run>-<QUANT>.gguf..., <run>-lora-F16.gguf, SHA256SUMS,
@@ -15,10 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from qwenphysics.convert import DEFAULT_QUANTS, ConvertError, ConvertOptions, convert_run, load_run  # noqa: E402
-from qwenphysics.toolchain import ToolchainMissing  # noqa: E402
+from qwenphysics.convert import DEFAULT_QUANTS, ConvertError, ConvertOptions, convert_run, load_run
+from qwenphysics.toolchain import ToolchainMissing
 
 
 def main(argv=None) -> int:

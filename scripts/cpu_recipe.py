@@ -21,10 +21,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from qwenphysics.recipes import cpu_variant, load_recipe, write_recipe  # noqa: E402
-from qwenphysics.tiny_model import TINY_DIR  # noqa: E402
+from qwenphysics.recipes import cpu_variant, load_recipe, write_recipe
+from qwenphysics.tiny_model import TINY_DIR
 
 
 def main() -> int:

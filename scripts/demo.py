@@ -15,21 +15,21 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from qwenphysics.demo import DEFAULT_RECIPE, DEFAULT_WORKDIR, DemoConfig, run_demo  # noqa: E402
+from qwenphysics.demo import DEFAULT_RECIPE, DEFAULT_WORKDIR, DemoConfig, run_demo
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--input", action="append", default=[], metavar="PATH",
-                    help="a real arXiv dump (Kaggle snapshot, OAI pages folder, hf:<id>); default: the project's sample")
+                    help="a real arXiv dump (Kaggle snapshot, OAI pages folder, hf:<id>); "
+                         "default: the project's sample")
     ap.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE, help="the Axolotl recipe (default: %(default)s)")
     ap.add_argument("--mode", choices=["auto", "gpu", "cpu"], default="auto",
                     help="auto: the recipe itself with a GPU and the hub, else its CPU rewrite on the tiny model")
     ap.add_argument("--steps", type=int, default=6, help="CPU training steps (default 6)")
     ap.add_argument("--no-serve", action="store_true", help="exit after the smoke check instead of serving")
-    ap.add_argument("--port", type=int, default=3000, help="Open WebUI's port on 127.0.0.1 (default 3000, as make serve and Compose)")
+    ap.add_argument("--port", type=int, default=3000,
+                    help="Open WebUI's port on 127.0.0.1 (default 3000, as make serve and Compose)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for llama.cpp (default: all cores)")
     ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
                     help="the demo's own folder for data/, outputs/, models/, logs/ (default: demo/); "

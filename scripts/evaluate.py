@@ -18,12 +18,8 @@ run only when lm_eval is installed (see --lm-eval-python) and their data is cach
 otherwise the results record why they were skipped. `--help` lists every option.
 """
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from qwenphysics.evaluation.runner import main  # noqa: E402
+from qwenphysics.evaluation.runner import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -9,9 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from qwenphysics.tiny_model import TINY_DIR, build_tiny_model  # noqa: E402
+from qwenphysics.tiny_model import TINY_DIR, build_tiny_model
 
 
 def main() -> int:

@@ -3,7 +3,8 @@
 Usage:
     .venv/bin/python scripts/merge.py recipes/merges/qa-instruct-linear.yml
     .venv/bin/python scripts/merge.py recipes/merges/fulltext-qa-ties.yml --out outputs/merges/my-ties
-    .venv/bin/python scripts/merge.py recipes/merges/qa-instruct-slerp.yml --outputs /data/runs --base-dir ~/models/Qwen2.5-3B-Instruct
+    .venv/bin/python scripts/merge.py recipes/merges/qa-instruct-slerp.yml --outputs /data/runs \
+        --base-dir ~/models/Qwen2.5-3B-Instruct
 
 Parents named `outputs/<run>/merged` are looked up under --outputs; a run whose adapter is not
 merged into full weights yet is merged first (its recipe from <run>/recipe.yml or
@@ -16,11 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from qwenphysics import REPO_ROOT  # noqa: E402
-from qwenphysics.core.errors import UserError  # noqa: E402
-from qwenphysics.merge import merge_recipe, plan  # noqa: E402
+from qwenphysics import REPO_ROOT
+from qwenphysics.core.errors import UserError
+from qwenphysics.merge import merge_recipe, plan
 
 
 def main(argv=None) -> int:

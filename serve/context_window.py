@@ -5,7 +5,7 @@ version: 2
 """
 
 # An Open WebUI filter function, installed and switched on for every model by the provisioning
-# (`scripts/serve.py provision`, `qwenphysics.serving.provision_context_filter`). Open WebUI
+# (`qwenphysics/provision.py`, which Compose's webui-init runs and the local stack calls). Open WebUI
 # sends a whole conversation to an OpenAI-compatible server, and llama.cpp's server refuses a
 # request longer than its context with an error that replaces the answer. This filter trims
 # the conversation first: the system prompt always, then messages from the newest back while

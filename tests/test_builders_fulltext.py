@@ -18,8 +18,8 @@ import pytest
 from dataset_builders import cli
 from dataset_builders import spec as spec_mod
 from dataset_builders.fulltext import build_fulltext, process_shard
+from dataset_builders.fulltext.examples import ChunkRenderer
 from dataset_builders.fulltext.mixture import build_mixture
-from dataset_builders.fulltext.render import ChunkRenderer
 from dataset_builders.latex import Limits
 from dataset_builders.normalize import unwrap
 from dataset_builders.pipeline import build as build_metadata
@@ -37,21 +37,9 @@ ABSTRACT = ("We compute the one-loop correction to the beta function of a gauge 
 # ----------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module", autouse=True)
-def tok():
-    """The real Qwen2.5 tokenizer: built here from the training env when missing."""
-    from qwenphysics.qwen_tokenizer import load_fast_tokenizer
-
-    t = load_fast_tokenizer()
-    train_py = ROOT / ".venv-train" / "bin" / "python"
-    if t is None and train_py.exists():
-        subprocess.run([str(train_py), "-c", "from qwenphysics.qwen_tokenizer import build_tokenizer_dir; "
-                        "build_tokenizer_dir()"], cwd=ROOT, capture_output=True, timeout=600)
-        load_fast_tokenizer.cache_clear()
-        t = load_fast_tokenizer()
-    if t is None:
-        pytest.fail("the Qwen2.5 tokenizer (artifacts/qwen2.5-tokenizer) is not built: run `make setup`",
-                    pytrace=False)
-    return t
+def tok(tokenizer_built):
+    """The real Qwen2.5 tokenizer: full-text contexts count tokens with it."""
+    return tokenizer_built
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 
 TEXTS = [
     "The Schrödinger equation $i\\hbar \\partial_t \\psi = \\hat{H}\\psi$ governs non-relativistic quanta.",
-    "Einstein's field equations: $R_{\\mu\\nu} - \\tfrac{1}{2} R g_{\\mu\\nu} + \\Lambda g_{\\mu\\nu} = 8\\pi G T_{\\mu\\nu}$.",
+    "Einstein's field equations: "
+    "$R_{\\mu\\nu} - \\tfrac{1}{2} R g_{\\mu\\nu} + \\Lambda g_{\\mu\\nu} = 8\\pi G T_{\\mu\\nu}$.",
     "La función zeta de Riemann, ζ(s) = Σ 1/n^s, converge para Re(s) > 1; ¿qué ocurre en s = 1?",
     "Gödel, Poincaré, Ångström and Dvořák met at 300 K with ΔE ≈ 1.6×10⁻¹⁹ J.",
     "  indented   text\twith tabs\nand new lines\r\n1234567 digits, 3.14159, -2.5e-3 …",

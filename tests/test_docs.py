@@ -25,8 +25,8 @@ REPO_FILES = ("Makefile", "docker-compose.yml", "docker-compose.cpu.yml", "docke
 # our own entry points, whose --help lists every flag they take
 OWN_MODULES = ("dataset_builders", "qwenphysics")
 SHELL_BLOCK = {"", "bash", "sh", "shell", "console"}
-PATH_RE = re.compile(r"(?<![\w./-])((?:%s)/[\w./*<>{}-]+|(?:%s))(?![\w/-])"
-                     % ("|".join(REPO_DIRS), "|".join(re.escape(f) for f in REPO_FILES)))
+_DIRS, _FILES = "|".join(REPO_DIRS), "|".join(re.escape(f) for f in REPO_FILES)
+PATH_RE = re.compile(rf"(?<![\w./-])((?:{_DIRS})/[\w./*<>{{}}-]+|(?:{_FILES}))(?![\w/-])")
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def program(words: tuple[str, ...]) -> tuple[str, list[str]]:
     return (w[0], w[1:]) if w else ("", [])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def help_probe(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *argv, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
@@ -164,7 +164,7 @@ def named_paths(text: str) -> list[str]:
     return [m.group(1).rstrip(".,)") for m in PATH_RE.finditer(text)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def generated(p: str) -> bool:
     """A path git ignores: an output the project writes (benchmarks/results/, serve/.env)."""
     return subprocess.run(["git", "check-ignore", "-q", p], cwd=ROOT).returncode == 0

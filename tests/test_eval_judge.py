@@ -121,7 +121,8 @@ def test_report_puts_the_judge_beside_the_scorers(tmp_path):
         return {"name": name, "model": {"model": name}, "qa": {"questions": recs, "correct": 1, "total": 4,
                 "accuracy": 0.25, "by_category": {}}, "judge": block, "perplexity": {"skipped": "no"}}
 
-    runs = [compare.Run("base", results("base", False), tmp_path), compare.Run("tuned", results("tuned", True), tmp_path)]
+    runs = [compare.Run("base", results("base", False), tmp_path),
+            compare.Run("tuned", results("tuned", True), tmp_path)]
     text = compare.build_report(runs, tmp_path / "out")
     section = text.split("## Judge")[1].split("\n## ")[0]
     assert "| tuned | 2/4 | 1 | 50.0% | 0.62 | 75.0% of 4 | 0.50 | 1 not graded |" in section

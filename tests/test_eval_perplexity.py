@@ -1,6 +1,5 @@
 """Perplexity arithmetic, windowing and test-split reading (the model-free parts)."""
 
-import json
 import math
 
 import numpy as np

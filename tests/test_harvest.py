@@ -17,11 +17,6 @@ from dataset_builders import harvest as hv
 from dataset_builders.readers import iter_input
 from dataset_builders.records import InputError, Paper
 
-try:
-    from .fixtures_oai import FakeOAI, LoopbackServer
-except ImportError:
-    from fixtures_oai import FakeOAI, LoopbackServer
-
 PARAMS = hv.HarvestParams("arXiv", set="physics:hep-th", from_="2024-01-01", until="2024-01-31")
 
 

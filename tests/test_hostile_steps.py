@@ -66,7 +66,7 @@ def test_convert_corrupt_adapter_config(tmp_path):
     assert not (tmp_path / "models").exists()
 
 
-def test_convert_truncated_safetensors_is_refused_before_the_merge(tmp_path):
+def test_convert_truncated_safetensors_is_refused_before_the_merge(tmp_path, toolchain):
     run = fake_run(tmp_path, weights=safetensors_bytes()[:-40])
     one_line(convert(run, "--out", tmp_path / "models"), "truncated or not a safetensors file")
     run = fake_run(tmp_path, weights=b"\x00\x01garbage")
@@ -74,7 +74,7 @@ def test_convert_truncated_safetensors_is_refused_before_the_merge(tmp_path):
     assert not (tmp_path / "models").exists()
 
 
-def test_convert_refuses_an_output_folder_it_did_not_write(tmp_path):
+def test_convert_refuses_an_output_folder_it_did_not_write(tmp_path, toolchain):
     run = fake_run(tmp_path)
     mine = tmp_path / "models" / "run"
     mine.mkdir(parents=True)
@@ -98,7 +98,7 @@ def small_filesystem(size: str = "1m"):
         where.rmdir()
 
 
-def test_convert_on_a_full_disk_stops_before_any_work(tmp_path):
+def test_convert_on_a_full_disk_stops_before_any_work(tmp_path, toolchain):
     run = fake_run(tmp_path)
     with small_filesystem() as small:
         p = convert(run, "--out", small / "models")

@@ -203,7 +203,8 @@ def test_each_merge_recipe_runs_on_the_tiny_fine_tunes(merges, merge_parents, ti
     assert rec["recipe_name"] == name and rec["merge_method"] in name.replace("-", "_")
     assert (out / "merge-recipe.yml").read_text() == (RECIPE_DIR / f"{name}.yml").read_text()
     runs = {p.get("run") for p in rec["parents"]} - {None}
-    assert runs == ({"qwen3b-physics-qa"} if name.startswith("qa-") else {"qwen3b-physics-qa", "qwen3b-physics-fulltext"})
+    expected = {"qwen3b-physics-qa"} if name.startswith("qa-") else {"qwen3b-physics-qa", "qwen3b-physics-fulltext"}
+    assert runs == expected
     assert all(p.get("weights_sha256") for p in rec["parents"])
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "staging folders left behind"
     qa = merge_parents / "qwen3b-physics-qa" / "merged"

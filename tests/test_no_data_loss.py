@@ -25,11 +25,7 @@ import zstandard
 
 from dataset_builders import harvest as hv
 from dataset_builders.split import canonical_id
-
-try:
-    from .fixtures_oai import FakeOAI, LoopbackServer, list_records_page, arxiv_record
-except ImportError:  # pragma: no cover
-    from fixtures_oai import FakeOAI, LoopbackServer, list_records_page, arxiv_record
+from tests.fixtures_oai import arxiv_record, list_records_page
 
 ROOT = Path(__file__).resolve().parent.parent
 ABSTRACT = ("We compute the one-loop correction to the beta function of a gauge theory with N_f "
@@ -134,7 +130,7 @@ TEX = ("\\documentclass{article}\\begin{document}\\title{T}\\maketitle\\section{
        "\\end{document}\n")
 
 
-def test_a_symlinked_eprint_is_not_followed(tmp_path):
+def test_a_symlinked_eprint_is_not_followed(tmp_path, tokenizer_built):
     from dataset_builders.sample import write_sample
 
     sample = tmp_path / "sample"
@@ -288,7 +284,7 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["big.jsonl"]
 
 
-def test_kill_9_of_a_fulltext_build_takes_its_workers_and_a_rerun_sweeps(tmp_path):
+def test_kill_9_of_a_fulltext_build_takes_its_workers_and_a_rerun_sweeps(tmp_path, tokenizer_built):
     from dataset_builders.sample import write_sample
 
     sample = tmp_path / "sample"
@@ -313,8 +309,8 @@ def test_kill_9_of_a_fulltext_build_takes_its_workers_and_a_rerun_sweeps(tmp_pat
 
 
 def test_two_builds_cannot_share_a_work_dir_at_once(tmp_path):
-    from qwenphysics.core.staging import WorkDir
     from qwenphysics.core.errors import UserError
+    from qwenphysics.core.staging import WorkDir
 
     with WorkDir(tmp_path / "w"):
         with pytest.raises(UserError, match="in use by another running build"):

@@ -248,7 +248,7 @@ def test_teacher_that_dies_or_hangs_gives_counted_failures_and_a_resumable_build
         server = LlamaServer(qa_build.gguf, parallel=2, log=tmp_path / f"{case}.log")
         server.start()
         try:
-            def sabotage():
+            def sabotage(server=server, case=case):
                 while not (cache.exists() and cached(cache) >= results.get("base", 0) + 3):
                     time.sleep(0.1)
                 os.killpg(server.proc.pid, signal.SIGKILL if case == "dies" else signal.SIGSTOP)

@@ -20,11 +20,19 @@ from pathlib import Path
 
 import pytest
 
+from qwenphysics.recipes import (
+    RECIPES_DIR,
+    checkpoints,
+    cpu_signature,
+    cpu_variant,
+    dataset_entries,
+    load_recipe,
+    parse_data_path,
+    trainer_state,
+    write_recipe,
+)
 from tests.conftest import ROOT, run
-from qwenphysics.recipes import (RECIPES_DIR, all_finite, checkpoints, cpu_signature,
-                                 cpu_variant, dataset_entries, expected_spans, load_recipe,
-                                 logged_losses, parse_data_path, read_header, recipe_paths,
-                                 trained_spans, trainer_state, write_recipe)
+from tests.recipe_checks import all_finite, expected_spans, logged_losses, read_header, recipe_paths, trained_spans
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +127,7 @@ def merge_and_generate(cfg_path: Path, out_dir: Path, work: Path) -> dict:
     axolotl(TRAIN_BIN / "axolotl", "merge-lora", cfg_path, log=work / "merge.log")
     merged = out_dir / "merged"
     assert (merged / "config.json").exists()
-    p = run([TRAIN_BIN / "python", "-m", "qwenphysics.recipes", "generate", merged],
+    p = run([TRAIN_BIN / "python", "-m", "tests.recipe_checks", "generate", merged],
             env=train_env(), timeout=600)
     return json.loads(p.stdout.strip().splitlines()[-1])
 

@@ -13,10 +13,24 @@ import shlex
 
 import pytest
 
-from qwenphysics.recipes import (CPU_QLORA_PLUGIN, HEADER_FIELDS, MODEL_CONFIGS_DIR, RECIPES_DIR,
-                                 check_datasets, cpu_variant, dataset_entries, load_recipe,
-                                 model_config_dir, parse_data_path, read_header, recipe_paths,
-                                 stray_files, write_recipe)
+from qwenphysics.recipes import (
+    CPU_QLORA_PLUGIN,
+    MODEL_CONFIGS_DIR,
+    RECIPES_DIR,
+    cpu_variant,
+    dataset_entries,
+    load_recipe,
+    parse_data_path,
+    write_recipe,
+)
+from tests.recipe_checks import (
+    HEADER_FIELDS,
+    check_datasets,
+    model_config_dir,
+    read_header,
+    recipe_paths,
+    stray_files,
+)
 
 RECIPES = recipe_paths()
 IDS = [str(p.relative_to(RECIPES_DIR)) for p in RECIPES]

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from qwenphysics.recipes import RECIPES_DIR, demo_gpu_variant, load_recipe
 from tests.conftest import ROOT, run
-from qwenphysics.recipes import RECIPES_DIR, demo_gpu_variant, load_recipe, recipe_paths
+from tests.recipe_checks import recipe_paths
 
 RECIPES = recipe_paths()
 IDS = [str(p.relative_to(RECIPES_DIR)) for p in RECIPES]
@@ -56,7 +57,7 @@ def reports(train_python, tmp_path_factory) -> dict[str, dict]:
     t4_bf16.write_text(yaml.safe_dump({**load_recipe(RECIPES_DIR / "qwen3b-physics-t4.yml"), "bf16": True,
                                        "fp16": True}, sort_keys=False), encoding="utf-8")
     report = broken_dir / "report.json"
-    p = run([train_python, "-m", "qwenphysics.recipes", "validate", "--report", report,
+    p = run([train_python, "-m", "tests.recipe_checks", "validate", "--report", report,
              *RECIPES, *broken, demo, t4_bf16], env={"PYTHONPATH": str(ROOT)}, check=False, timeout=900)
     if not report.exists():
         raise AssertionError(f"no report:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")

@@ -90,7 +90,8 @@ def test_evaluation_questions_planted_in_papers_are_dropped_as_contaminated(tmp_
     rows = [rec(i) for i in range(30)]
     planted = {
         "2301.00003": rec(3, abstract=rec(3)["abstract"] + f" {ZETA_Q.upper()} We answer it."),
-        "2301.00007": rec(7, abstract=rec(7)["abstract"] + " Recall: " + " ".join(ZETA_REF.split()[:12]) + " and more."),
+        "2301.00007": rec(7, abstract=rec(7)["abstract"] + " Recall: " + " ".join(ZETA_REF.split()[:12])
+                          + " and more."),
         "2301.00011": rec(11, title=ZETA_Q),  # a whole question, shorter than the n-gram
     }
     for pid, r in planted.items():
@@ -140,7 +141,8 @@ def test_spec_can_add_question_files_or_turn_decontamination_off(tmp_path):
     rows[4] = rec(4, abstract=rec(4)["abstract"] + " How heavy is the top quark in the standard model?")
     raw["decontaminate"] = ["evaluation", str(extra)]
     (tmp_path / "a.yml").write_text(yaml.safe_dump(raw))
-    (tmp_path / "a").mkdir(); (tmp_path / "b").mkdir()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     m = routes(spec_mod.load(str(tmp_path / "a.yml")), rows, tmp_path / "a")["serial"]
     assert m["counts"]["dropped"] == {"contaminated": 1}
     raw["decontaminate"] = False

@@ -137,8 +137,8 @@ def test_llama_server_settings(services):
     assert '$${LORA_FILE:+--lora "/models/$$LORA_FILE"}' in command  # the adapter only when set
     assert "--api-key" not in command  # the key comes from the environment, not argv
     env = llama["environment"]
-    assert env["LLAMA_ARG_KV_UNIFIED_PER_SLOT"] == "${CTX_SIZE:-%d}" % serving.CTX_SIZE
-    assert env["LLAMA_ARG_N_PARALLEL"] == "${N_PARALLEL:-%d}" % serving.PARALLEL
+    assert env["LLAMA_ARG_KV_UNIFIED_PER_SLOT"] == f"${{CTX_SIZE:-{serving.CTX_SIZE}}}"
+    assert env["LLAMA_ARG_N_PARALLEL"] == f"${{N_PARALLEL:-{serving.PARALLEL}}}"
     assert env["LLAMA_ARG_N_GPU_LAYERS"].startswith("${N_GPU_LAYERS")
     assert llama["volumes"] == ["./models:/models:ro"]
     assert serving.MODEL_ALIAS == "qwenphysics"
@@ -162,16 +162,18 @@ def test_open_webui_auth_and_wiring(compose, services):
     assert re.fullmatch(
         r"\$\{LLAMA_API_KEY:\?.+\}", services["llama"]["environment"]["LLAMA_API_KEY"]
     )
-    assert env["ENABLE_OLLAMA_API"] == "False" and env["OFFLINE_MODE"] == "True"
+    assert services["open-webui"]["env_file"] == ["serve/webui.env"]  # the local stack's settings file
+    assert serving.WEBUI_SETTINGS["ENABLE_OLLAMA_API"] == "False" and serving.WEBUI_SETTINGS["OFFLINE_MODE"] == "True"
     assert services["open-webui"]["volumes"] == ["open-webui-data:/app/backend/data"]
     assert "open-webui-data" in compose["volumes"]
 
 
-def test_open_webui_settings_match_the_local_stack(services):
+def test_open_webui_settings_are_one_file(services):
     env = services["open-webui"]["environment"]
-    for key, value in serving.WEBUI_SETTINGS.items():
-        assert env.get(key) == value, key
-    assert env["DEFAULT_MODELS"] == serving.load_preset()["id"]
+    assert not set(env) & set(serving.WEBUI_SETTINGS), "a setting of serve/webui.env repeated in Compose"
+    assert serving.WEBUI_SETTINGS["DEFAULT_MODELS"] == serving.load_preset(serving.PRESET_FILE)["id"]
+    title = serving.WEBUI_SETTINGS["TITLE_GENERATION_PROMPT_TEMPLATE"]
+    assert '{"title": "..."}\n\n{{MESSAGES:END:2|middletruncate:1500}}' in title  # escapes decoded
 
 
 def test_no_secret_is_hard_coded(services):
@@ -198,7 +200,7 @@ def test_env_example_names_every_variable(services):
 
 
 def test_physics_preset_carries_the_seed_defaults():
-    preset = serving.load_preset()
+    preset = serving.load_preset(serving.PRESET_FILE)
     assert preset["base_model_id"] == serving.MODEL_ALIAS
     params = preset["params"]
     assert params["temperature"] == serving.TEMPERATURE == 0.1
@@ -218,8 +220,18 @@ def test_init_service_mounts_what_it_runs(services):
     for path in mounted:
         assert (ROOT / path).is_file(), path
     assert all(v.endswith(":ro") for v in init["volumes"])
-    assert init["entrypoint"][1] == "/opt/qwenphysics/scripts/serve.py"
-    assert init["entrypoint"][2] == "provision"
+    code = [v for v in init["volumes"] if v.split(":")[0].endswith(".py") and "/serve/" not in v]
+    assert code == ["./qwenphysics/provision.py:/opt/qwenphysics/provision.py:ro"]
+    assert init["entrypoint"][:2] == ["python", "/opt/qwenphysics/provision.py"]
+    # it runs with nothing but the standard library (-S: no site-packages, -I: not the checkout)
+    p = subprocess.run([sys.executable, "-I", "-S", str(ROOT / "qwenphysics" / "provision.py"), "--help"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0 and "--context-filter" in p.stdout, p.stderr
+    p = subprocess.run([sys.executable, "-I", "-S", str(ROOT / "qwenphysics" / "provision.py"), "--webui-url",
+                        "http://127.0.0.1:9", "--preset", "p.json", "--context-filter", "c.py"],
+                       capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "provision.py: error: set WEBUI_ADMIN_EMAIL and WEBUI_ADMIN_PASSWORD (serve/.env)"]
 
 
 def compose_cli() -> list[str] | None:
@@ -264,7 +276,10 @@ def test_docker_compose_config(tmp_path):
     cfg = json.loads(out)
     (port,) = cfg["services"]["open-webui"]["ports"]
     assert port["host_ip"] == "127.0.0.1" and port["target"] == 8080
-    assert cfg["services"]["open-webui"]["environment"]["OPENAI_API_KEY"] == "test-llama_api_key"
+    webui_env = cfg["services"]["open-webui"]["environment"]
+    assert webui_env["OPENAI_API_KEY"] == "test-llama_api_key"
+    for key, value in serving.WEBUI_SETTINGS.items():  # Compose reads serve/webui.env as the local stack does
+        assert webui_env.get(key, "") == value, key
 
     out = subprocess.run(
         [*base, "-f", str(CPU_OVERRIDE), "--env-file", str(env), "config", "--format", "json"],

@@ -153,10 +153,10 @@ def test_preset_is_visible_to_a_regular_user(stack):
     r = requests.get(
         f"{stack.webui_url}/api/models", headers={"Authorization": f"Bearer {token}"}, timeout=30
     )
-    assert serving.load_preset()["id"] in {m["id"] for m in r.json()["data"]}
+    assert serving.load_preset(serving.PRESET_FILE)["id"] in {m["id"] for m in r.json()["data"]}
     assert webui_chat(stack, token, stream=False).status_code == 200
     # provisioning again is harmless
-    assert serving.provision_preset(stack.webui_url, stack.webui_token) == "qwenphysics-physics"
+    assert serving.provision_preset(stack.webui_url, stack.webui_token, serving.PRESET_FILE) == "qwenphysics-physics"
 
 
 def test_preset_holds_the_system_prompt_and_sampling_defaults(stack):
@@ -169,7 +169,7 @@ def test_preset_holds_the_system_prompt_and_sampling_defaults(stack):
     assert r.status_code == 200, r.text
     params = r.json()["params"]
     assert params["temperature"] == serving.TEMPERATURE and params["stop"] == list(serving.STOP)
-    assert params["system"] == serving.load_preset()["params"]["system"]
+    assert params["system"] == serving.load_preset(serving.PRESET_FILE)["params"]["system"]
 
 
 def test_llama_restart_is_survived_by_open_webui(stack):
@@ -387,7 +387,8 @@ def test_a_conversation_longer_than_the_context_still_gets_an_answer(stack):
     history = []
     for i in range(6):  # ~6 x 4,000 tokens: three times the context
         history += [{"role": "user", "content": f"Derive result {i}. " + "Consider $x^2 + y^2 = r^2$. " * 350},
-                    {"role": "assistant", "content": f"Result {i}: " + "$\\nabla \\cdot E = \\rho/\\epsilon_0$. " * 350}]
+                    {"role": "assistant",
+                     "content": f"Result {i}: " + "$\\nabla \\cdot E = \\rho/\\epsilon_0$. " * 350}]
     messages = history + MESSAGES
     size = sum(len(m["content"]) for m in messages)
     assert size / 2.5 > 2 * stack.config.ctx_size

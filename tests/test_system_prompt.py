@@ -41,7 +41,7 @@ def test_the_served_preset_the_modelfile_and_the_evaluation_use_it(tmp_path):
     from qwenphysics.evaluation.runner import SYSTEM_PROMPT
     from qwenphysics.model_card import write_modelfile
 
-    assert serving.load_preset()["params"]["system"] == PROMPT
+    assert serving.load_preset(serving.PRESET_FILE)["params"]["system"] == PROMPT
     write_modelfile(tmp_path / "Modelfile", "x.gguf")
     assert f'SYSTEM """{PROMPT}"""' in (tmp_path / "Modelfile").read_text()
     assert SYSTEM_PROMPT == PROMPT

@@ -21,6 +21,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from bisect import bisect_left
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from qwenphysics.qwen_tokenizer import load_fast_tokenizer
+
+from ..records import InputError
 
 ATOM_TOKENS = 128  # largest atom (chunks end on atom ends); bounds leave room for one plus the title
 MAX_HEADING_CHARS = 200
@@ -34,13 +41,20 @@ class TokenizerMissing(Exception):
 
 def get_tokenizer():
     """The real Qwen2.5 tokenizer (`tokenizers.Tokenizer`), cached per process."""
-    from qwenphysics.qwen_tokenizer import load_fast_tokenizer
 
     tok = load_fast_tokenizer()
     if tok is None:
         raise TokenizerMissing("the Qwen2.5 tokenizer (artifacts/qwen2.5-tokenizer/tokenizer.json) "
                                "is not built: run `make setup`")
     return tok
+
+
+def require_tokenizer():
+    """The tokenizer, or the one-line input error that says how to build it."""
+    try:
+        return get_tokenizer()
+    except TokenizerMissing as e:
+        raise InputError(str(e)) from None
 
 
 def counts(tok, texts: list[str]) -> list[int]:
@@ -144,10 +158,9 @@ def heading(level: int, title: str) -> str:
     return "#" * max(1, min(level, 6)) + " " + title + "\n\n"
 
 
-def exact_token_stats(per_split: dict[str, list[int]]) -> dict:
+def exact_token_stats(per_split: Mapping[str, Sequence[int]]) -> dict:
     """The manifest's `tokens` block (as `output.token_stats` shapes it) from every example's
     exact count instead of a sample."""
-    import numpy as np
 
     stats: dict = {"tokenizer": "Qwen2.5 (qwen-tokenizer BPE ranks)", "sampled_per_split": "all (exact)"}
     for split, counts_ in per_split.items():

@@ -57,7 +57,7 @@ def _first_line(path: Path) -> bytes:
     try:
         with open_binary(path) as f:
             return f.readline(1 << 20)
-    except (*STREAM_ERRORS, ValueError, InputError):
+    except STREAM_ERRORS + (ValueError, InputError):
         return b""
 
 
@@ -111,8 +111,8 @@ class _Collector:
                 self.unit("unarxive", [str(path)], name.split(".")[0], path.name)
             else:
                 self.out.metadata.append(str(path))
-        elif _eprint_id(path) is not None:
-            self.unit("eprints", [str(path)], f"eprint-{_eprint_id(path).replace('/', '')}", path.name)
+        elif (eprint := _eprint_id(path)) is not None:
+            self.unit("eprints", [str(path)], f"eprint-{eprint.replace('/', '')}", path.name)
         elif explicit:
             raise InputError(f"unknown input: {path} (expected arXiv source shards *.tar, e-prints named "
                              "<arXiv id>.gz, LaTeX project folders, unarXive .jsonl, or metadata "

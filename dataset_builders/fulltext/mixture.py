@@ -20,6 +20,7 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +28,15 @@ import numpy as np
 
 from .. import pipeline
 from .. import spec as spec_mod
+from ..contexts import render as render_metadata
 from ..output import BUILDER_NAME, check_out, data_card, manifest_json, render_for_tokens, staging
+from ..readers import check_metadata
 from ..records import InputError
 from ..spec import Spec
 from ..split import SPLITS, TEST_BP, VALIDATION_BP, split_of_bucket
-from ..readers import check_metadata
-from . import _tokenizer, build_context, card_notes, default_work_dir, map_sources, prepare, work_area
+from .atoms import exact_token_stats, require_tokenizer
+from .build import build_context, card_notes, default_work_dir, map_sources, prepare, work_area
 from .inputs import classify
-from .atoms import exact_token_stats
 
 UNITS = ("tokens", "examples")
 
@@ -127,7 +129,7 @@ def _select(hashes: np.ndarray, units: np.ndarray, fraction: float) -> np.ndarra
     return keep
 
 
-def build_mixture(spec: Spec, inputs: list[str], out: Path, *, metadata: list[str] = (), workers: int = 1,
+def build_mixture(spec: Spec, inputs: list[str], out: Path, *, metadata: Sequence[str] = (), workers: int = 1,
                   work_dir: Path | None = None, limit: int | None = None, progress: bool = False,
                   hash_inputs: bool = True, log=None) -> MixtureResult:
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -137,7 +139,7 @@ def build_mixture(spec: Spec, inputs: list[str], out: Path, *, metadata: list[st
     check_out(out, all_inputs)
     work_dir = Path(work_dir) if work_dir else default_work_dir(out)
     comps, unit = _components(spec)
-    tok = _tokenizer()
+    tok = require_tokenizer()
     full_text = [s for _, s, _ in comps if s.source == "fulltext"]
     if full_text:
         keys = {(repr(s.options.get("limits") or {}), bool(s.options.get("keep_appendix", False))) for s in full_text}
@@ -167,8 +169,6 @@ def _build_components(spec: Spec, comps, unit: str, tok, src, results, work_dir:
             res = build_context(s, src, results, work_dir, cdir, inputs=all_inputs, limit=limit,
                                 progress=progress, hash_inputs=hash_inputs, tally=tally)
         else:
-            from ..contexts import render as render_metadata
-
             def render(sp, p, b, _tally=tally):
                 ex = render_metadata(sp, p, b)
                 _tally(sp, p, b, ex)

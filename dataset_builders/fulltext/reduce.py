@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 
@@ -50,7 +50,7 @@ class Metadata:
     def __init__(self, spec: Spec):
         self.checks = build_filters(spec.filters)
         self.by_id: dict[str, Paper | str] = {}
-        self.report = Counter()
+        self.report: Counter[str] = Counter()
 
     def check(self, p: Paper) -> Paper | str:
         for _, check in self.checks:

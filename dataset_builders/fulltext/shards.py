@@ -25,19 +25,20 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import orjson
 
+from qwenphysics.core.files import atomic_write
 from qwenphysics.core.processes import die_with_parent
 
 from ..latex import LatexError, Limits, clean_project, iter_source_tar, read_eprint, read_project_dir
 from ..readers.unarxive import iter_unarxive
 from ..split import base_id
 from . import atoms
-from .inputs import Unit, _eprint_id
+from .inputs import Unit, _eprint_id, classify
 
 WORK_VERSION = "1"  # bump when the cleaned-paper format or the cleaner's output changes
 
@@ -84,6 +85,7 @@ def fingerprint(unit: Unit, limits: Limits, keep_appendix: bool) -> str:
 
 def _iter_unit(unit: Unit, limits: Limits, members: Counter, issues: list) -> Iterator[tuple]:
     """(id | None, files dict | LatexError | unarXive paper dict)."""
+    aid: str | None
     if unit.kind == "tar":
         for aid, res in iter_source_tar(unit.paths[0], limits, members):
             if isinstance(res, LatexError) and res.reason == "shard_truncated":
@@ -168,21 +170,13 @@ def _clean_one(aid, res, tok, limits: Limits, keep_appendix: bool, stats: Counte
     return {"id": aid, "title": paper.title, "abstract": paper.abstract, "sections": secs}
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def process_shard(unit: Unit | str | os.PathLike, work_dir: str | os.PathLike, limits: Limits = Limits(),
+def process_shard(unit: Unit | str | os.PathLike, work_dir: str | os.PathLike, limits: Limits | None = None,
                   keep_appendix: bool = False) -> ShardResult:
     """Clean every paper of one unit into `work_dir`; safe to call from any process or host
     that sees `work_dir` (see the package docstring for Ray)."""
     t0 = time.perf_counter()
+    limits = limits if limits is not None else Limits()
     if not isinstance(unit, Unit):  # a bare path: a shard, an e-print, a project or unarXive file
-        from .inputs import classify
-
         units = classify([os.fspath(unit)]).units
         if len(units) != 1:
             raise ValueError(f"{unit}: not a single source unit")
@@ -213,12 +207,12 @@ def process_shard(unit: Unit | str | os.PathLike, work_dir: str | os.PathLike, l
             out.write(orjson.dumps(rec) + b"\n")
             ids.append(aid or "")
     os.replace(tmp, work / f"{unit.name}.jsonl")
-    _atomic_write(work / f"{unit.name}.ids", "".join(i + "\n" for i in ids).encode())
+    atomic_write(work / f"{unit.name}.ids", "".join(i + "\n" for i in ids).encode())
     result = ShardResult(name=unit.name, label=unit.label, fingerprint=fp, records=records, cleaned=cleaned,
                          errors=dict(sorted(errors.items())), member_issues=dict(sorted(members.items())),
                          input_issues=issues, stats=dict(sorted(stats.items())),
                          seconds=round(time.perf_counter() - t0, 3))
-    _atomic_write(done, json.dumps(asdict(result), indent=1).encode())
+    atomic_write(done, json.dumps(asdict(result), indent=1).encode())
     return result
 
 

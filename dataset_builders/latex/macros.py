@@ -352,11 +352,11 @@ class Expander:
                     args.append(s[i + 1 : e - 1])
                     i = e
                     continue
-                g = read_group(s, i)
-                if g is None:
+                group = read_group(s, i)
+                if group is None:
                     break
-                args.append(g[0])
-                i = g[1]
+                args.append(group[0])
+                i = group[1]
             self.expanded += 1
             if self.expanded > self.budget:
                 raise LatexError("macro_recursion", f"expansion budget of {self.budget} exhausted")

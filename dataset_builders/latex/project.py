@@ -6,7 +6,7 @@ import posixpath
 import re
 
 from .model import LatexError, Limits
-from .tex import strip_comment_envs, strip_comments
+from .tex import read_group, strip_comment_envs, strip_comments
 
 # Files that can be a main document
 MAIN_EXTS = frozenset({".tex", ".ltx", ".latex", ""})
@@ -178,7 +178,6 @@ class Project:
 
     def _include_names(self, m: re.Match, text: str) -> tuple[tuple | None, int]:
         """((dir or None, name), end) for the include command matched by m."""
-        from .tex import read_group
 
         cmd = m.group(1)
         i = m.end()

@@ -17,10 +17,15 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
+
+from pylatexenc.latex2text import get_default_latex_context_db as l2t_db
+from pylatexenc.latexwalker import get_default_latex_context_db
+from pylatexenc.latexwalker import get_default_latex_context_db as lw_db
 
 from .macros import Definitions
 from .model import Section
-from .tex import PCT, _CS, find_env_end, match_bracket, skip_ws
+from .tex import _CS, PCT, find_env_end, match_bracket, skip_ws
 
 # private markers (the input is scrubbed of control characters beforehand)
 HEAD = "\x01"  # \x01<level>\x01<title>\x01
@@ -253,8 +258,6 @@ LOCAL_DROP_SPECS = {
 def _build_drop_specs() -> dict[str, str]:
     specs: dict[str, str] = {}
     try:
-        from pylatexenc.latexwalker import get_default_latex_context_db
-
         ctx = get_default_latex_context_db()
     except Exception:  # pragma: no cover - pylatexenc is a core dependency
         ctx = None
@@ -275,9 +278,6 @@ def _build_symbols() -> dict[str, str]:
     """Zero-argument text symbols with a fixed Unicode replacement (from pylatexenc)."""
     table: dict[str, str] = {}
     try:
-        from pylatexenc.latex2text import get_default_latex_context_db as l2t_db
-        from pylatexenc.latexwalker import get_default_latex_context_db as lw_db
-
         walker = lw_db()
         for spec in l2t_db().iter_macro_specs():
             repl = spec.simplify_repl
@@ -285,7 +285,7 @@ def _build_symbols() -> dict[str, str]:
             if not isinstance(repl, str) or "%" in repl or not name[:1].isalpha():
                 continue
             ws = walker.get_macro_spec(name)
-            if ws is not None and getattr(ws.args_parser, "argspec", ""):
+            if ws is not None and getattr(ws.args_parser, "argspec", None):
                 continue
             table[name] = repl
     except Exception:  # pragma: no cover
@@ -365,9 +365,10 @@ K_TEXT, K_DROP, K_HANDLER, K_UNWRAP, K_CITE, K_REF, K_SECTION, K_ACCENT, K_LINEB
 )
 
 
-def _static_dispatch() -> dict[str, tuple[int, object]]:
-    """name -> (kind, data); later updates take precedence over earlier ones."""
-    d: dict[str, tuple[int, object]] = {}
+def _static_dispatch() -> dict[str, tuple[int, Any]]:
+    """name -> (kind, data); later updates take precedence over earlier ones. The type of data
+    depends on the kind (text, argument spec, handler, ...)."""
+    d: dict[str, tuple[int, Any]] = {}
     d.update((n, (K_TEXT, t)) for n, t in CONTROL_SYMBOLS.items())
     d.update((n, (K_TEXT, t)) for n, t in SYMBOLS.items())
     d.update((n, (K_ACCENT, None)) for n in ACCENTS)
@@ -946,8 +947,8 @@ class Renderer:
                     if p:
                         buf.append(p)
                     flush()
-                    title = resolve(hm.group(2).strip()).replace("\n", " ")
-                    current = Section(level=int(hm.group(1)), title=title, text="")
+                    heading = resolve(hm.group(2).strip()).replace("\n", " ")
+                    current = Section(level=int(hm.group(1)), title=heading, text="")
                     p = para[hm.end() :].strip()
                     if p:
                         buf.append(p)

@@ -262,7 +262,9 @@ def match_bracket(s: str, i: int) -> int:
 
 
 def skip_ws(s: str, i: int) -> int:
-    return _WS.match(s, i).end()
+    m = _WS.match(s, i)
+    assert m is not None  # every part of _WS is optional: it matches anywhere
+    return m.end()
 
 
 def read_group(s: str, i: int) -> tuple[str, int] | None:

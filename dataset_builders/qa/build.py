@@ -17,10 +17,12 @@ import os
 import sys
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+
+from tqdm import tqdm
 
 from qwenphysics.core.answer_cache import AnswerCache
 from qwenphysics.core.chat_pool import Answer, ChatPool, Sampling
@@ -123,7 +125,6 @@ class Generation:
     def run(self, selected: Iterator[tuple[Paper, int]], max_papers: int | None) -> Iterator[Paper]:
         bar = None
         if self.progress:
-            from tqdm import tqdm
 
             bar = tqdm(total=max_papers, unit=" paper", desc="physics-qa", file=sys.stderr, mininterval=1.0)
         window: deque = deque()
@@ -162,6 +163,8 @@ def build_physics_qa(spec: Spec, inputs: list[str], out: Path, opts: TeacherOpti
     sampling = Sampling(**(o.get("sampling") or {}))
     cache = AnswerCache(opts.cache or default_cache())
     server = None
+    key: str | None
+    model: str | None  # None: the model the endpoint serves
     t0 = time.perf_counter()
     try:
         if opts.gguf is not None:

@@ -51,7 +51,7 @@ class PairRules:
     near_duplicate: float = 0.7  # word-set Jaccard with an earlier question of the same paper
 
     @classmethod
-    def from_options(cls, options: dict) -> "PairRules":
+    def from_options(cls, options: dict) -> PairRules:
         known = cls.__dataclass_fields__
         return cls(**{k: type(getattr(cls, k))(v) for k, v in (options or {}).items() if k in known})
 

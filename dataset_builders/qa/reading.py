@@ -74,7 +74,7 @@ def render(spec: Spec, paper: Paper, bucket: int) -> list[dict] | Drop:
     intro = spec.options.get("intro", "Read this excerpt of a physics paper and answer the questions.")
     messages = [{"role": "system", "content": spec.system_prompt}] if spec.system_prompt else []
     shown = [" ".join(passage)]
-    kinds = []
+    kinds: list[str] = []
     for kind, question, answer in tasks:
         if copies_prompt("\n".join(shown), answer):  # e.g. a title the abstract repeats
             continue

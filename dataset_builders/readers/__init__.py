@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..records import Drop, InputError, Paper
-from . import kaggle, oai
+from . import hf, kaggle, oai
 from .compression import sniff_encoding
 
 
@@ -91,7 +91,6 @@ def iter_input(spec: str, limit: int | None = None, prefilter=None) -> Iterator[
     """Dispatch on the input's form. `hf:<dataset id>[@split]` streams through `datasets`."""
     kind = input_kind(spec)
     if kind == "hf":
-        from . import hf
 
         yield from hf.iter_papers(spec[3:], limit=limit)
         return

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 from pathlib import Path
+from typing import cast
 
 import zstandard
 
@@ -73,7 +74,8 @@ def open_binary(path: Path) -> io.BufferedIOBase:
             return gzip.GzipFile(path, "rb")
         if name.endswith(".zst") or name.endswith(".zstd"):
             return io.BufferedReader(_ZstdReader(open(path, "rb")), _BUF)
-        return open(path, "rb", buffering=_BUF)
+        # binary mode with a buffer: a BufferedReader (typeshed only knows that for a literal size)
+        return cast(io.BufferedReader, open(path, "rb", buffering=_BUF))
     except PermissionError as e:
         raise InputError(f"{path}: cannot read ({e.strerror}); check its permissions") from None
 
@@ -87,7 +89,7 @@ def sniff_encoding(path: Path) -> str | None:
     try:
         with open_binary(path) as f:
             head = f.read(4)
-    except (*STREAM_ERRORS, InputError):
+    except STREAM_ERRORS + (InputError,):
         return None  # reported by the reader, with its own message
     for bom, name in _BOMS:
         if head.startswith(bom):

@@ -6,7 +6,7 @@ Streaming keeps memory flat; offline, `datasets` resolves ids from its local cac
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..records import Drop, InputError, Paper
 from .kaggle import paper_from_dict
@@ -16,7 +16,7 @@ def iter_papers(ref: str, limit: int | None = None) -> Iterator[Paper | Drop]:
     name, _, split = ref.partition("@")
     split = split or "train"
     try:
-        import datasets
+        import datasets  # noqa: PLC0415 - slow to import; only for hf: inputs
     except ImportError:
         raise InputError("hf: inputs need the 'datasets' package (it is in requirements/core.txt)") from None
     try:

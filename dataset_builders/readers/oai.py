@@ -7,8 +7,8 @@ reproducible from disk; this module reads such pages (or any saved by other tool
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from ..records import Drop, Paper
 from ..split import base_id, canonical_id
@@ -53,6 +53,7 @@ def _required(meta: ET.Element, ns: str) -> tuple[str, str, str, str] | Drop:
     for name, v in (("title", title), ("abstract", abstract), ("categories", cats)):
         if not v or not v.strip():
             return Drop(f"missing_field:{name}", rid)
+    assert title is not None and abstract is not None and cats is not None  # checked just above
     return rid, title, abstract, cats
 
 
@@ -150,9 +151,9 @@ def iter_pages(pages: Iterable[Path], limit: int | None = None) -> Iterator[Pape
 
 def resumption_token(root: ET.Element) -> str | None:
     tok = root.find(f"{{{OAI_NS}}}ListRecords/{{{OAI_NS}}}resumptionToken")
-    if tok is None or not (tok.text or "").strip():
+    if tok is None:
         return None
-    return tok.text.strip()
+    return (tok.text or "").strip() or None
 
 
 def oai_error(root: ET.Element) -> tuple[str, str] | None:

@@ -31,14 +31,16 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from dataset_builders.latex.model import Section, render_markdown
 
 from ..split import canonical_id
 from .compression import STREAM_ERRORS, open_binary
 
+_loads: Callable[[str], Any]  # orjson's when installed, else the standard library's
 try:
     import orjson
 
@@ -114,16 +116,17 @@ def _paper(line: str, drops: Counter, resolve: bool) -> dict | None:
         text = _SPACES.sub(" ", text).strip()
         if not text:
             continue
-        title = para.get("section") if isinstance(para.get("section"), str) else ""
-        number = para.get("sec_number") if isinstance(para.get("sec_number"), str) else ""
-        k = (title, number)
+        section, sec_number = para.get("section"), para.get("sec_number")
+        sec_title = section if isinstance(section, str) else ""
+        number = sec_number if isinstance(sec_number, str) else ""
+        k = (sec_title, number)
         if k != key:
             if paras:
                 sections[-1].text = "\n\n".join(paras)
             paras = []
             sections.append(
                 Section(
-                    level=_level(para.get("sec_type"), number, title), title=title.strip(), text=""
+                    level=_level(para.get("sec_type"), number, sec_title), title=sec_title.strip(), text=""
                 )
             )
             key = k

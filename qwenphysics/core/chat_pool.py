@@ -23,9 +23,9 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable
 
 import requests
 
@@ -81,7 +81,7 @@ class ChatPool:
     # -- setup -------------------------------------------------------------------------------
     @classmethod
     def connect(cls, urls: list[str], model: str | None, key: str | None, *, identity_extra: str = "",
-                concurrency: int | None = None, role: str = "teacher", **kw) -> "ChatPool":
+                concurrency: int | None = None, role: str = "teacher", **kw) -> ChatPool:
         """Check every URL answers with this key before any work, learn its slots and model."""
         endpoints, served = [], None
         for raw in urls:

@@ -58,7 +58,7 @@ class LlamaServer:
     def base_url(self) -> str:
         return f"{self.url}/v1"
 
-    def __enter__(self) -> "LlamaServer":
+    def __enter__(self) -> LlamaServer:
         self.start()
         return self
 
@@ -86,7 +86,7 @@ class LlamaServer:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                          env=env, preexec_fn=new_session_killed_with_parent)
         finally:
-            if self.log:
+            if not isinstance(out, int):  # the log file we opened (subprocess.DEVNULL is an int)
                 out.close()
         deadline = time.monotonic() + self.start_timeout
         where = f": see {self.log}" if self.log else ""

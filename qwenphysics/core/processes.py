@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
+_prctl: Callable[..., int] | None  # prctl(2) from libc; None where there is none
 try:  # looked up before any fork: children only call it
     import ctypes
 

@@ -20,8 +20,8 @@ import glob
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from .errors import UserError
 
@@ -261,7 +261,7 @@ class WorkDir:
 
         return owned
 
-    def __enter__(self) -> "WorkDir":
+    def __enter__(self) -> WorkDir:
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / self.MARKER).touch()
         self._fd = os.open(self.path / LOCK, os.O_CREAT | os.O_RDWR, 0o600)

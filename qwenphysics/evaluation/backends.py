@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
+
+import openai
 
 from .errors import EvalError, QuestionFailed
 
@@ -13,10 +16,6 @@ class EndpointBackend:
     kind = "endpoint"
 
     def __init__(self, base_url: str, api_key: str | None, model: str | None, timeout: float = 300):
-        try:
-            import openai
-        except ImportError:  # pragma: no cover - openai is in the core requirements
-            raise EvalError("--base-url needs the 'openai' package (requirements/core.txt)") from None
         self._openai = openai
         self.base_url = base_url.rstrip("/")
         self.client = openai.OpenAI(
@@ -44,7 +43,8 @@ class EndpointBackend:
         openai = self._openai
         try:
             resp = self.client.chat.completions.create(
-                model=self.model, messages=messages, temperature=temperature, max_tokens=max_tokens
+                # plain role/content dicts: the shape of the SDK's message TypedDicts
+                model=self.model, messages=cast(Any, messages), temperature=temperature, max_tokens=max_tokens
             )
         except openai.APITimeoutError:
             raise QuestionFailed("request timed out") from None
@@ -62,13 +62,13 @@ class EndpointBackend:
 def load_llama(path: Path, n_ctx: int, logits_all: bool = False):
     """A llama-cpp-python model (imported here so the rest works without it)."""
     try:
-        from llama_cpp import Llama
+        from llama_cpp import Llama  # noqa: PLC0415 - optional: llama-cpp-python, asked for only when a GGUF is read in-process
     except ImportError:
         raise EvalError(
             "reading a GGUF file needs llama-cpp-python in this environment "
             "(scripts/setup.sh installs it)"
         ) from None
-    kwargs = {"model_path": str(path), "n_ctx": n_ctx, "verbose": False}
+    kwargs: dict[str, Any] = {"model_path": str(path), "n_ctx": n_ctx, "verbose": False}
     if logits_all:
         kwargs.update(logits_all=True, n_batch=min(512, n_ctx))
     try:

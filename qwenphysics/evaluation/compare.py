@@ -11,8 +11,12 @@ import argparse
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from .errors import EvalError
 
@@ -138,7 +142,7 @@ def _skip_reason(block: dict | None) -> str:
     return (block or {}).get("skipped") or "not measured"
 
 
-def _lm_metric(res: dict) -> tuple[str, float] | None:
+def _lm_metric(res: dict | None) -> tuple[str, float] | None:
     metrics = (res or {}).get("metrics") or {}
     for name in LM_EVAL_METRICS:
         if isinstance(metrics.get(name), (int, float)):
@@ -154,10 +158,10 @@ def _short(sha: str | None) -> str:
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - slow to import; the backend is chosen first
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - slow to import; the backend is chosen first
 
     return plt
 
@@ -170,6 +174,7 @@ def plot_losses(runs: list[Run], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, run in enumerate(with_loss):
+        assert run.loss is not None  # with_loss keeps the runs that have one
         c = colors[i % len(colors)]
         if run.loss["train"]:
             xs, ys = zip(*run.loss["train"])
@@ -196,7 +201,7 @@ def plot_perplexity(runs: list[Run], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(pairs) + 2), 4))
     names, values = zip(*pairs)
     colors = ["#999999" if n == runs[0].name else "#1f77b4" for n in names]  # base in grey
-    cis = [(r.results.get("perplexity") or {}).get("ci95") for r in runs if _ppl(r) is not None]
+    cis: list[Any] = [(r.results.get("perplexity") or {}).get("ci95") for r in runs if _ppl(r) is not None]
     err = None
     if all(cis):  # 95 % intervals as error bars
         err = [[v - c[0] for v, c in zip(values, cis)], [c[1] - v for v, c in zip(values, cis)]]
@@ -215,7 +220,6 @@ def plot_qa(runs: list[Run], categories: list[str], path: Path) -> bool:
     if not scored:
         return False
     plt = _pyplot()
-    import numpy as np
 
     groups = ["overall", *categories]
     x = np.arange(len(groups))
@@ -223,6 +227,7 @@ def plot_qa(runs: list[Run], categories: list[str], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(groups) + 2), 4.5))
     for i, run in enumerate(scored):
         qa = _qa(run)
+        assert qa is not None  # scored keeps the runs that have QA results
         vals = [qa["accuracy"]] + [
             (qa["by_category"].get(c) or {}).get("accuracy") for c in categories
         ]
@@ -275,7 +280,7 @@ def build_report(runs: list[Run], out_dir: Path, title: str = "QwenPhysics model
     lines += _table(["Run", "Model", "Recipe", "Dataset manifest", "GGUF SHA-256", "Evaluated"], rows)
     lines.append("")
     qsets = {((r.results.get("settings") or {}).get("question_set") or {}).get("sha256") for r in runs if _qa(r)}
-    asked = {frozenset(q.get("id") for q in _qa(r).get("questions", [])) for r in runs if _qa(r)}
+    asked = {frozenset(q.get("id") for q in qa.get("questions", [])) for qa in map(_qa, runs) if qa}
     if len(qsets) > 1:
         lines += ["> Warning: the runs were asked different question sets; QA accuracies are not "
                   "directly comparable.", ""]
@@ -297,7 +302,7 @@ def build_report(runs: list[Run], out_dir: Path, title: str = "QwenPhysics model
                      "base" if r is base else _pp(delta)])
     lines += _table(["Run", "Correct", "Accuracy", "Δ vs base"], rows)
     lines.append("")
-    categories = sorted({c for r in runs if _qa(r) for c in _qa(r)["by_category"]})
+    categories = sorted({c for qa in map(_qa, runs) if qa for c in qa["by_category"]})
     if categories:
         lines += ["### By category", ""]
         header = ["Category", f"{base.name} (base)"] + [f"{r.name} (Δ)" for r in tuned]
@@ -352,15 +357,16 @@ def build_report(runs: list[Run], out_dir: Path, title: str = "QwenPhysics model
     if tasks:
         lines += ["## lm-eval tasks", ""]
         header = ["Task", f"{base.name} (base)"] + [f"{r.name} (Δ)" for r in tuned]
-        rows, reasons = [], {}
+        rows = []
+        reasons: dict[str, int] = {}
         for t in tasks:
             b = _lm_metric((base.results.get("lm_eval") or {}).get(t))
             row = [t]
             for r in runs:
-                res = (r.results.get("lm_eval") or {}).get(t)
-                m = _lm_metric(res)
+                task_res = (r.results.get("lm_eval") or {}).get(t)
+                m = _lm_metric(task_res)
                 if m is None:
-                    reason = _skip_reason(res)
+                    reason = _skip_reason(task_res)
                     reasons.setdefault(reason, len(reasons) + 1)
                     row.append(f"skipped [{reasons[reason]}]")
                 elif r is base or b is None:
@@ -380,6 +386,7 @@ def build_report(runs: list[Run], out_dir: Path, title: str = "QwenPhysics model
     if with_loss:
         rows = []
         for r in with_loss:
+            assert r.loss is not None  # with_loss keeps the runs that have one
             tr, ev = r.loss["train"], r.loss["eval"]
             rows.append([r.name, str(r.loss.get("global_step") or (tr[-1][0] if tr else "—")),
                          f"{tr[-1][1]:.4f}" if tr else "—", f"{ev[-1][1]:.4f}" if ev else "—",
@@ -474,8 +481,6 @@ def collect_runs(paths: list[Path], base: str | None, train_dirs: list[str]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
-
     args = build_parser().parse_args(argv)
     try:
         runs = collect_runs(args.results, args.base, args.train_dir)

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from qwenphysics.core.answer_cache import AnswerCache
 from qwenphysics.core.chat_pool import Answer, ChatPool, Sampling
@@ -91,7 +92,7 @@ def agreement(records: list[dict]) -> dict:
     n = len(pairs)
     cells = Counter(pairs)
     both_right, both_wrong = cells[(True, True)], cells[(False, False)]
-    out = {"n": n, "rate": (both_right + both_wrong) / n if n else None,
+    out: dict[str, Any] = {"n": n, "rate": (both_right + both_wrong) / n if n else None,
            "both_right": both_right, "both_wrong": both_wrong,
            "judge_only": cells[(True, False)], "scorer_only": cells[(False, True)], "kappa": None}
     if n:
@@ -185,6 +186,8 @@ class Judge:
 
     def connect(self) -> None:
         o = self.opts
+        key: str | None
+        model: str | None  # None: the model the endpoint serves
         try:
             if o.gguf is not None:
                 self.log(f"judge: starting llama.cpp's server on {o.gguf.name} ({o.parallel} slots)")
@@ -193,6 +196,7 @@ class Judge:
                 urls, key = [self.server.base_url], self.server.api_key
                 extra, model = f"@sha256:{sha256_file(o.gguf, cache=True)}", o.model or o.gguf.stem
             else:
+                assert o.url is not None, "a judge has a URL or a GGUF"
                 urls, key, extra, model = [o.url], os.environ.get(o.key_env) or None, "", o.model
             self.pool = ChatPool.connect(urls, model, key, identity_extra=extra, concurrency=o.concurrency,
                                          role="judge", schema_name="verdict", sampling=self.sampling,
@@ -203,7 +207,7 @@ class Judge:
             self.close()
             raise EvalError(str(exc)) from None
 
-    def __enter__(self) -> "Judge":
+    def __enter__(self) -> Judge:
         self.connect()
         return self
 
@@ -227,7 +231,12 @@ class Judge:
 
     def describe(self) -> dict:
         pool = self.pool
-        return {"model": pool.model if pool else (self.opts.model or self.opts.gguf.stem),
+        if pool:
+            model = pool.model
+        else:
+            assert self.opts.gguf is not None, "a judge at a URL is connected before grading"
+            model = self.opts.model or self.opts.gguf.stem
+        return {"model": model,
                 "identity": self._identity(),
                 "endpoints": [e.url for e in pool.endpoints] if pool else [],
                 "rubric": {"path": str(self.opts.rubric), "sha256": self.rubric_sha},

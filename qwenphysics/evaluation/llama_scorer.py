@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-ctx", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
-    from llama_cpp import Llama
+    from llama_cpp import Llama  # noqa: PLC0415 - optional: llama-cpp-python, asked for only when a GGUF is read in-process
 
     llm = Llama(model_path=args.gguf, n_ctx=args.n_ctx, logits_all=True, n_threads=args.threads, verbose=False)
     for line in sys.stdin:

@@ -20,9 +20,11 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from qwenphysics import REPO_ROOT
+from qwenphysics.core.offline import OFFLINE_ENV
 
 from . import mc_task
 
@@ -42,7 +44,6 @@ TASK_DATA: dict[str, list[tuple[str, str | None]]] = {
     },
     "sciq": [("allenai/sciq", None), ("sciq", None)],
 }
-OFFLINE_ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 _RUNNER = r"""
 import json, sys
@@ -134,12 +135,13 @@ def run_local_task(data_dir: Path, *, gguf: Path | None = None, hf_model: Path |
     Hugging Face model folder: {"metrics", "items", "n_items", "backend", ...}."""
     if (gguf is None) == (hf_model is None):
         raise ValueError("pass exactly one of gguf, hf_model")
-    with tempfile.TemporaryDirectory(prefix="qwenphysics-lmeval-") as tmp:
-        tmp = Path(work or tmp)
+    with tempfile.TemporaryDirectory(prefix="qwenphysics-lmeval-") as tmp_dir:
+        tmp = Path(work or tmp_dir)
         include, n_items = mc_task.write_task(data_dir, tmp / "tasks")
         if hf_model is not None:
             model_args = {"pretrained": str(hf_model), "device": "cpu", "dtype": "float32", "batch_size": 1}
             return _run_runner(python, "hf", model_args, include, limit, timeout, tmp, "hf", n_items)
+        assert gguf is not None  # exactly one of gguf, hf_model (checked above)
         model_args = {"gguf": str(Path(gguf).resolve()), "python": str(core_python), "n_ctx": 2048}
         return _run_runner(python, "qwenphysics-llama-cpp", model_args, include, limit, timeout, tmp, "llama.cpp",
                            n_items)
@@ -167,7 +169,7 @@ def _run_runner(python, model_type: str, model_args: dict, include: Path, limit,
             "lm_eval_version": data.get("lm_eval_version")}
 
 
-def cache_dirs(env: dict | None = None) -> tuple[list[Path], list[Path]]:
+def cache_dirs(env: Mapping[str, str] | None = None) -> tuple[list[Path], list[Path]]:
     """(hub caches, datasets caches) as the Hugging Face libraries would look them up."""
     env = os.environ if env is None else env
     home = Path(env.get("HF_HOME") or Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
@@ -240,8 +242,8 @@ def run(
         elif not lm_eval_importable(python):
             results[t] = {"skipped": f"skipped: lm_eval not installed (in {python})"}
         else:
-            model = {"hf_model": hf_model} if hf_model is not None else {"gguf": gguf}
-            res = run_local_task(data, python=python, limit=limit, timeout=timeout, **model)
+            model_file = {"hf_model": hf_model} if hf_model is not None else {"gguf": gguf}
+            res = run_local_task(data, python=python, limit=limit, timeout=timeout, **model_file)
             results[t] = res if "skipped" in res else {k: v for k, v in res.items() if k != "items"} | {
                 "choices": [i["choice"] for i in res["items"]]}
     tasks = [t for t in tasks if t not in LOCAL_TASKS]
@@ -283,12 +285,12 @@ def run(
             proc = None
             reason = f"failed: lm-eval did not finish within {timeout:.0f} s"
         if proc is not None and proc.returncode == 0 and out_path.exists():
-            data = json.loads(out_path.read_text())
+            out = json.loads(out_path.read_text())
             for t in runnable:
-                if t in data["results"]:
-                    results[t] = {"metrics": _metrics(data["results"][t]),
-                                  "version": data.get("versions", {}).get(t),
-                                  "lm_eval_version": data.get("lm_eval_version")}
+                if t in out["results"]:
+                    results[t] = {"metrics": _metrics(out["results"][t]),
+                                  "version": out.get("versions", {}).get(t),
+                                  "lm_eval_version": out.get("lm_eval_version")}
                 else:
                     results[t] = {"skipped": f"failed: lm-eval returned no result for {t}"}
             return results

@@ -20,11 +20,13 @@ import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from qwenphysics.hashing import sha256_file
 
+from .backends import load_llama
 from .errors import EvalError
 
 CHATML_ROLES = ("system", "user", "assistant", "tool")
@@ -176,7 +178,7 @@ def summarize(nll_sum: float, tokens: int, documents: int,
     if tokens == 0:
         raise EvalError("the test split has no document of two or more tokens to score")
     mean = nll_sum / tokens
-    out = {"ppl": math.exp(mean), "mean_nll": mean, "tokens": tokens, "documents": documents}
+    out: dict[str, Any] = {"ppl": math.exp(mean), "mean_nll": mean, "tokens": tokens, "documents": documents}
     if per_doc:
         lo, hi = bootstrap_interval(per_doc)
         out["ci95"] = [lo, hi]
@@ -191,7 +193,6 @@ def perplexity_gguf(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Perplexity of a GGUF model on a test split's paper text, through llama-cpp-python logits."""
-    from .backends import load_llama
 
     docs = read_documents(test_path)
     if not docs:

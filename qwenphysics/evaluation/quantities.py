@@ -20,6 +20,7 @@ import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import cast
 
 # dimension exponents: metre, kilogram, second, ampere, kelvin, mole
 Dims = tuple[int, int, int, int, int, int]
@@ -182,6 +183,7 @@ def parse_unit(text: str, pos: int = 0) -> tuple[Unit | None, int]:
     first = True
     while True:
         m = _OPERATOR.match(text, end)
+        assert m is not None  # every part of _OPERATOR is optional: it matches anywhere
         op = (m.group("op") or "").lower()
         if first and op:
             break  # a unit cannot start with an operator
@@ -212,7 +214,7 @@ def parse_unit(text: str, pos: int = 0) -> tuple[Unit | None, int]:
         end, found, first = k, True, False
     if not found:
         return None, pos
-    return Unit(factor, tuple(dims), text[pos:end].strip()), end
+    return Unit(factor, cast(Dims, tuple(dims)), text[pos:end].strip()), end
 
 
 def unit_from_spec(spec: str) -> Unit:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import importlib.util
 import json
 import os
 import platform
@@ -79,8 +80,6 @@ def run_qa(
 
 
 def _have_llama_cpp() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("llama_cpp") is not None
 
 
@@ -274,6 +273,7 @@ def _evaluate(a: argparse.Namespace, log: Callable[[str], None], qset: questions
         log(f"QA: {len(selected)} questions via {model['backend']} ({model['model']})")
         t0 = time.monotonic()
         gguf_backend = None
+        backend: EndpointBackend | GGUFBackend
         if endpoint is not None:
             backend = endpoint
         else:
@@ -334,7 +334,7 @@ def _evaluate(a: argparse.Namespace, log: Callable[[str], None], qset: questions
     return {
         "schema_version": SCHEMA_VERSION,
         "name": name,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "model": model,
         "recipe": recipe,
         "dataset_manifest": manifest,

@@ -129,7 +129,7 @@ def _texexpr(spec: dict) -> Scorer:
     return score
 
 
-def build(spec: dict) -> Scorer:
+def build(spec: dict | None) -> Scorer:
     """A function answer -> bool from a scorer spec (raises ScorerError when malformed)."""
     if not isinstance(spec, dict):
         raise ScorerError("scorer must be a mapping with a 'type'")

@@ -50,9 +50,7 @@ WATCH_ANSWER = """() => {
 
 
 @pytest.fixture(scope="module")
-def stack(tiny_gguf, tmp_path_factory):
-    if not CHROMIUM.exists():
-        pytest.fail("chromium is missing: run `bash scripts/setup.sh browser`", pytrace=False)
+def stack(tiny_gguf, chromium, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     # what `make serve` runs: the shipped preset and Open WebUI settings, nothing test-only
     config = serving.StackConfig(
@@ -100,7 +98,7 @@ def wait_for_answer(page, n: int) -> list[int]:
 def test_two_questions_in_one_chat_as_served(stack):
     from playwright.sync_api import expect, sync_playwright
 
-    name = serving.load_preset()["name"]
+    name = serving.load_preset(serving.PRESET_FILE)["name"]
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -162,7 +160,7 @@ def test_formulas_in_an_answer_render_with_katex(stack):
 
     email, password = stack.admin_credentials()
     token = serving.webui_signin(stack.webui_url, email, password)
-    preset = serving.load_preset()["id"]
+    preset = serving.load_preset(serving.PRESET_FILE)["id"]
     now = 1_700_000_000
 
     def save_chat(content: str, chat_id: str | None = None) -> str:

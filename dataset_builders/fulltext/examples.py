@@ -11,6 +11,7 @@ import re
 import string
 from array import array
 from collections import Counter
+from typing import Any
 
 from ..contexts import Fields, chat_example
 from ..records import Drop, InputError, Paper
@@ -94,7 +95,8 @@ class ChunkRenderer:
         """-> [(item indices, heading item index or -1, exact tokens)]."""
         bound, out = self.bound, []
         n_items = len(items)
-        i, prev = 0, []
+        i = 0
+        prev: list[int] = []  # item indices of the previous chunk
         while i < n_items:
             seed: list[int] = []
             tot = 0
@@ -233,9 +235,9 @@ class SectionRenderer:
         for t in spec.templates:
             names = {f for text in (t.user, t.assistant) for _, f, _, _ in string.Formatter().parse(text) if f}
             self.needs[t.id] = names & set(self.sections)
-        self.per_template = {t.id: Counter() for t in spec.templates}
-        self.report = {"templates": self.per_template, "sections_found": Counter(), "section_too_long": Counter(),
-                       "section_too_short": Counter()}
+        self.per_template: dict[str, Counter[str]] = {t.id: Counter() for t in spec.templates}
+        self.report: dict[str, Any] = {"templates": self.per_template, "sections_found": Counter(),
+                                       "section_too_long": Counter(), "section_too_short": Counter()}
 
     def _match(self, heading: str) -> str | None:
         h = norm_heading(heading)

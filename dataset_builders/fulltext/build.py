@@ -1,0 +1,156 @@
+"""The full-text build: check the inputs, map the source units (resumable, parallel), then
+reduce the cleaned papers through the metadata builder's pipeline (see the package docstring)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from qwenphysics.core.staging import WorkDir
+
+from .. import pipeline
+from ..latex import Limits
+from ..output import check_out
+from ..readers import check_metadata
+from ..records import Drop, InputError, Paper
+from ..spec import Spec
+from .atoms import require_tokenizer
+from .examples import ChunkRenderer, SectionRenderer
+from .inputs import Inputs, classify
+from .reduce import Metadata, iter_papers, shard_summary, source_ids
+from .shards import ShardResult, run_map
+
+
+def limits_of(spec: Spec) -> Limits:
+    raw = spec.options.get("limits") or {}
+    known = {f.name for f in dataclasses.fields(Limits)}
+    if not isinstance(raw, dict) or set(raw) - known:
+        raise InputError(f"spec {spec.name}: options.limits takes {sorted(known)}")
+    return Limits(**raw)
+
+
+def default_work_dir(out: Path) -> Path:
+    return out.parent / f"{out.name}.work"
+
+
+def _legacy_work_files(files: list[str]) -> bool:
+    """A work dir written before it carried its marker: shard results and components only."""
+    return all(f.startswith(("shards/", "components/")) for f in files)
+
+
+def work_area(work_dir: Path, inputs: list[str]) -> WorkDir:
+    """The work dir, checked (refused when it holds anything else) and locked while in use;
+    dead runs' temporary files in it are removed when the lock is taken."""
+    return WorkDir(work_dir, inputs=inputs, recognise=_legacy_work_files)
+
+
+def prepare(inputs: list[str], metadata: list[str], require_metadata: bool) -> Inputs:
+    """Sort the inputs into source units and metadata, and check both before any work."""
+    src = classify(inputs, metadata)
+    check_metadata(src.metadata)
+    if not src.units:
+        raise InputError("no LaTeX sources among the inputs: give bulk shards (arXiv_src_*.tar), e-prints "
+                         "(<arXiv id>.gz), project folders or unarXive .jsonl with --input")
+    if require_metadata and not src.metadata and any(u.kind != "unarxive" for u in src.units):
+        raise InputError("no metadata: pass the Kaggle snapshot or OAI-PMH pages with --metadata (or --input), "
+                         "or set options.require_metadata: false in the spec")
+    return src
+
+
+def map_sources(src: Inputs, spec: Spec, work_dir: Path, workers: int, log) -> list[ShardResult]:
+    require_tokenizer()
+    t0 = time.perf_counter()
+    results = run_map(src.units, work_dir / "shards", limits_of(spec),
+                      bool(spec.options.get("keep_appendix", False)), workers, log)
+    fresh = [r for r in results if not r.resumed]
+    log(f"map: {len(results)} units ({len(results) - len(fresh)} done earlier), {workers} worker(s), "
+        f"{time.perf_counter() - t0:.1f} s")
+    return results
+
+
+def build_context(spec: Spec, src: Inputs, results: list[ShardResult], work_dir: Path, out: Path, *,
+                  inputs: list[str], limit: int | None = None, progress: bool = False, hash_inputs: bool = True,
+                  tally=None):
+    """The reduce step for one full-text spec over finished units. `tally(spec, paper, examples,
+    tokens)` sees every written paper's examples (mixtures use it)."""
+    shards_dir = work_dir / "shards"
+    require = bool(spec.options.get("require_metadata", True))
+    meta = Metadata(spec)
+    meta.load(src.metadata, source_ids(src.units, shards_dir))
+    renderer: ChunkRenderer | SectionRenderer
+    if spec.format == "completion":
+        renderer = ChunkRenderer(spec, require_tokenizer())
+        fields = ["text", "id", "chunk"]
+        run_spec = spec
+    else:
+        renderer = SectionRenderer(spec)
+        fields = ["messages", "id", "template"]
+        extra = sorted(set(spec.options.get("extra_placeholders", [])) | set(renderer.sections))
+        run_spec = dataclasses.replace(spec, options={**spec.options, "extra_placeholders": extra})
+    render: Callable[[Spec, Paper, int], list[dict] | Drop]
+    if tally is None:
+        render = renderer
+    else:
+        def render(s, p, b):
+            ex = renderer(s, p, b)
+            if not isinstance(ex, tuple):  # not a Drop
+                tally(s, p, b, ex, getattr(renderer, "last_tokens", None))
+            return ex
+    counts: Counter = Counter()
+    issues = [i for r in results for i in r.input_issues]
+    summary = shard_summary(results)
+    summary["metadata"] = meta.report
+    summary["ignored_files"] = len(src.ignored)
+    summary["links_not_followed"] = len(src.links_outside)
+    summary["context"] = renderer.report
+    papers = iter_papers(src.units, shards_dir, meta, counts, require_metadata=require, limit=limit)
+    res = pipeline.build(run_spec, inputs, out, papers=papers, counts=counts, render=render, progress=progress,
+                         hash_inputs=hash_inputs, input_issues=issues,
+                         extra_manifest={"fields": fields, "fulltext": summary}, card_notes=card_notes,
+                         tokens=getattr(renderer, "token_stats", None) if tally is None else (lambda: None))
+    return res
+
+
+def card_notes(manifest: dict) -> str:
+    ft = manifest.get("fulltext") or {}
+    lines = ["## Full text", "",
+             "Papers come from LaTeX sources cleaned to Markdown (comments, preamble, bibliography and "
+             "appendices removed; user macros expanded; math kept as TeX). Drop reasons above include "
+             "the cleaner's (`pdf_only`, `macro_recursion`, ...) and `no_metadata`.", ""]
+    units = ft.get("units") or []
+    lines += [f"Source units: {len(units)}; papers read {sum(u['papers'] for u in units)}, cleaned "
+              f"{sum(u['cleaned'] for u in units)}.", ""]
+    skipped = ft.get("archive_members_skipped") or {}
+    if skipped:
+        lines += ["| archive members skipped | count |", "|---|---:|",
+                  *[f"| {k} | {v} |" for k, v in skipped.items()], ""]
+    ctx = ft.get("context") or {}
+    if "chunk_tokens" in ctx:
+        lines += [f"Chunks of at most {ctx['chunk_tokens']} Qwen2.5 tokens ({ctx['overlap_tokens']} tokens of "
+                  f"overlap), each starting with the paper's title: {ctx['chunks']} chunks, "
+                  f"{ctx['tokens']} tokens.", ""]
+    if "templates" in ctx:
+        lines += ["| template | written | papers lacking its section |", "|---|---:|---:|",
+                  *[f"| {t} | {c.get('written', 0)} | {c.get('missing_section', 0)} |"
+                    for t, c in ctx["templates"].items()], ""]
+    return "\n".join(lines)
+
+
+def build_fulltext(spec: Spec, inputs: list[str], out: Path, *, metadata: Sequence[str] = (), workers: int = 1,
+                   work_dir: Path | None = None, limit: int | None = None, progress: bool = False,
+                   hash_inputs: bool = True, log=None):
+    """Map the sources (resumable), then build `spec` into `out`."""
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    out = Path(out)
+    all_inputs = list(inputs) + list(metadata)
+    check_out(out, all_inputs)
+    work_dir = Path(work_dir) if work_dir else default_work_dir(out)
+    src = prepare(list(inputs), list(metadata), bool(spec.options.get("require_metadata", True)))
+    with work_area(work_dir, all_inputs):
+        results = map_sources(src, spec, work_dir, workers, log)
+        return build_context(spec, src, results, work_dir, out, inputs=all_inputs, limit=limit,
+                             progress=progress, hash_inputs=hash_inputs)
