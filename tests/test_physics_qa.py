@@ -255,8 +255,11 @@ def test_teacher_that_dies_or_hangs_gives_counted_failures_and_a_resumable_build
 
             th = threading.Thread(target=sabotage, daemon=True)
             th.start()
+            # a stopped server is noticed only by the timeout; a killed one refuses at once, and a
+            # longer timeout keeps a slow answer before the kill (a loaded machine) from timing out
+            timeout = "3" if case == "hangs" else "60"
             p = run(build_cmd(qa_build, tmp_path / case, cache, "--teacher-url", server.base_url,
-                              "--teacher-timeout", "3", "--teacher-retries", "1"),
+                              "--teacher-timeout", timeout, "--teacher-retries", "1"),
                     env={"TEACHER_API_KEY": server.api_key}, timeout=600)
             th.join(timeout=5)
         finally:
