@@ -14,14 +14,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from qwenphysics.hashing import sha256_file
 
 from . import contamination, contexts, snapshot
-from .dedup import KeySet
 from .filters import build as build_filters
 from .filters import category_check, first_failure
 from .normalize import content_key, normalise
@@ -164,43 +165,54 @@ def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None,
 
 
 def select(spec: Spec, source: Iterable[Paper], counts: Counter,
-           progress: Callable[[int], None] | None = None) -> Iterator[tuple[Paper, int]]:
-    """The papers that enter a context, with their split buckets: filters, normalisation, then
-    one base id and one normalised title + abstract each (the first wins); every paper left
-    out is counted under its reason."""
+           progress: Callable[[int], None] | None = None, batch: int = 1024) -> Iterator[tuple[Paper, int]]:
+    """The papers that enter a context, with their split buckets, for steps that must see only
+    those (the Q&A teacher is asked about each; full-text renderers count what they write):
+    filters, normalisation, then the builds' one dedup (`snapshot.Dedup`: one base id and one
+    normalised title + abstract each, the first wins), in batches of `batch` papers. Every paper
+    left out is counted under its reason."""
     checks = [c for _, c in build_filters(spec.filters)]
-    ids, contents = KeySet(), KeySet()
-    for i, p in enumerate(source):
-        if progress is not None and (i & 4095) == 0:
+    dedup = snapshot.Dedup()
+    it = iter(source)
+    while chunk := list(islice(it, batch)):
+        papers: list[Paper] = []
+        for p in chunk:
+            reason = first_failure(checks, p)
+            if reason:
+                counts["drop:" + reason] += 1
+                continue
+            normalise(p)
+            papers.append(p)
+        if progress is not None:
             progress(counts["read"])
-        reason = first_failure(checks, p)
-        if reason:
-            counts["drop:" + reason] += 1
+        if not papers:
             continue
-        normalise(p)
-        if not ids.add_new(hash(p.id)):
-            counts["drop:duplicate_id"] += 1
-            continue
-        if not contents.add_new(content_key(p.title, p.abstract)):
-            counts["drop:duplicate_content"] += 1
-            continue
-        yield p, bucket(p.id)
+        kept, n_id, n_content = dedup.keep(np.fromiter((hash(p.id) for p in papers), np.int64, len(papers)),
+                                           np.fromiter((content_key(p.title, p.abstract) for p in papers),
+                                                       np.int64, len(papers)))
+        if n_id:
+            counts["drop:duplicate_id"] += n_id
+        if n_content:
+            counts["drop:duplicate_content"] += n_content
+        for p, k in zip(papers, kept.tolist()):
+            if k:
+                yield p, bucket(p.id)
 
 
 def _run_serial(spec: Spec, inputs: list[str], limit: int | None, papers, render, writer: SplitWriter,
                 counts: Counter, input_issues: list, progress: Callable[[int], None]) -> None:
-    check = contamination.for_spec(spec).check
     source = papers if papers is not None else iter_papers(inputs, limit, counts, input_issues,
                                                            prefilter=category_check(spec.filters))
+    if render is None:  # a metadata spec: the snapshot route's stage and merge, over parsed papers
+        snapshot.run_papers(spec, source, writer, counts, progress=progress)
+        return
+    check = contamination.for_spec(spec).check
     for p, b in select(spec, source, counts, progress):
-        if render is None:  # a metadata spec
-            examples, drop, example_drops = contexts.render_screened(spec, p, b, check)
-        else:
-            rendered = render(spec, p, b)
-            if isinstance(rendered, Drop):
-                counts["drop:" + rendered.reason] += 1
-                continue
-            examples, drop, example_drops = contexts.screen(rendered, check)
+        rendered = render(spec, p, b)
+        if isinstance(rendered, Drop):
+            counts["drop:" + rendered.reason] += 1
+            continue
+        examples, drop, example_drops = contexts.screen(rendered, check)
         for reason, n in example_drops.items():
             counts["example_drop:" + reason] += n
         if drop is not None:

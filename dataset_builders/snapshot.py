@@ -26,10 +26,11 @@ import signal
 import sys
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ from .normalize import content_key, normalise
 from .output import SplitWriter
 from .readers import input_kind
 from .readers.kaggle import BLOCK_BYTES, is_plain, iter_blocks, parse_line, raw_categories
-from .records import Drop, InputError
+from .records import Drop, InputError, Paper
 from .spec import Spec
 from .split import SPLITS, bucket, split_of_bucket
 
@@ -121,10 +122,11 @@ class BlockProcessor:
         r = cache[cats] = prefilter(cats.decode("utf-8", "replace").split())
         return r
 
-    def process(self, data: bytes | mmap.mmap, source: str, max_records: int | None = None, begin: int = 0,
-                end: int | None = None) -> Block:
-        """`data[begin:end]`: whole lines (the last may lack its newline)."""
-        counts: Counter = Counter()
+    def stage(self) -> tuple[Callable[[Paper, list], str | None], Callable[[Counter], Block]]:
+        """The per-record stage over one block: `add(paper, checks)` takes a parsed record
+        (filters, normalisation, its examples as JSONL lines, its two dedup keys, its split);
+        `finish(counts)` checks the block's contamination at once and returns the Block. The
+        snapshot's lines (`process`) and any reader's papers (`process_papers`) go through it."""
         ids, keys = array("q"), array("q")
         splits, nlines = array("B"), array("i")
         render_drops: list[tuple[int, str]] = []
@@ -133,9 +135,50 @@ class BlockProcessor:
         folded_at: list[int] = []
         fold = contamination.fold
         out: list[list[bytes]] = [[] for _ in SPLITS]
+        render = self.render
+
+        def add(p: Paper, checks: list) -> str | None:
+            """None, or the filter that dropped the record."""
+            reason = first_failure(checks, p)
+            if reason:
+                return reason
+            normalise(p)
+            b = bucket(p.id)
+            s = _SPLIT_OF_BUCKET[b]
+            pieces, k, drop, skipped = render(p, b)
+            folded_at.append(len(folded))
+            folded.extend(fold(p.title + "\n" + p.abstract))
+            if drop is not None:
+                render_drops.append((len(nlines), drop))
+            elif skipped:
+                example_drops.append((len(nlines), skipped))
+            out[s] += pieces
+            ids.append(hash(p.id))
+            keys.append(content_key(p.title, p.abstract))
+            splits.append(s)
+            nlines.append(k)
+            return None
+
+        def finish(counts: Counter) -> Block:
+            nonlocal render_drops, example_drops
+            dirty = self.contamination.check_folded(folded, folded_at)
+            if dirty:  # rare: such a record's lines stay in `out` and the merger cuts them out
+                render_drops = sorted({**dict(render_drops), **{i: "contaminated" for i in dirty}}.items())
+                example_drops = [(i, r) for i, r in example_drops if i not in dirty]
+            return Block(counts, np.frombuffer(ids, dtype=np.int64), np.frombuffer(keys, dtype=np.int64),
+                         np.frombuffer(splits, dtype=np.uint8), np.frombuffer(nlines, dtype=np.int32),
+                         {name: b"".join(o) for name, o in zip(SPLITS, out)}, render_drops, example_drops)
+
+        return add, finish
+
+    def process(self, data: bytes | mmap.mmap, source: str, max_records: int | None = None, begin: int = 0,
+                end: int | None = None) -> Block:
+        """`data[begin:end]`: whole snapshot lines (the last may lack its newline)."""
+        counts: Counter = Counter()
+        add, finish = self.stage()
         prefilter = self._judge if self.prefilter is not None else None
         checks_all, checks_pre = self.checks, self.checks_prefiltered
-        render, want_date = self.render, self.want_date
+        want_date = self.want_date
         find, pos, read = data.find, begin, 0
         cache_get = self.cache.get
         n = len(data) if end is None else end
@@ -165,34 +208,22 @@ class BlockProcessor:
             if isinstance(p, Drop):
                 counts["drop:" + p.reason] += 1
                 continue
-            reason = first_failure(checks, p)
+            reason = add(p, checks)
             if reason:
                 counts["drop:" + reason] += 1
-                continue
-            normalise(p)
-            b = bucket(p.id)
-            s = _SPLIT_OF_BUCKET[b]
-            pieces, k, drop, skipped = render(p, b)
-            folded_at.append(len(folded))
-            folded += fold(p.title + "\n" + p.abstract)
-            if drop is not None:
-                render_drops.append((len(nlines), drop))
-            elif skipped:
-                example_drops.append((len(nlines), skipped))
-            out[s] += pieces
-            ids.append(hash(p.id))
-            keys.append(content_key(p.title, p.abstract))
-            splits.append(s)
-            nlines.append(k)
         counts["read"] += read
-        dirty = self.contamination.check_folded(folded, folded_at)
-        if dirty:  # rare: such a record's lines stay in `out` and the merger cuts them out
-            render_drops = sorted({**dict(render_drops), **{i: "contaminated" for i in dirty}}.items())
-            example_drops = [(i, r) for i, r in example_drops if i not in dirty]
-        return Block(counts, np.frombuffer(ids, dtype=np.int64), np.frombuffer(keys, dtype=np.int64),
-                     np.frombuffer(splits, dtype=np.uint8),
-                     np.frombuffer(nlines, dtype=np.int32),
-                     {name: b"".join(o) for name, o in zip(SPLITS, out)}, render_drops, example_drops)
+        return finish(counts)
+
+    def process_papers(self, papers: Iterable[Paper]) -> Block:
+        """The same stage over papers any reader parsed (which counted what it read and dropped)."""
+        counts: Counter = Counter()
+        add, finish = self.stage()
+        checks = self.checks
+        for p in papers:
+            reason = add(p, checks)
+            if reason:
+                counts["drop:" + reason] += 1
+        return finish(counts)
 
 
 class SortedKeys:
@@ -242,26 +273,38 @@ def first_new(keys: np.ndarray, seen: SortedKeys) -> np.ndarray:
     return mask
 
 
+class Dedup:
+    """The one dedup of every build, over batches of records in input order: the first record
+    with a base id wins (every record that passed the filters claims its id), then, among
+    those, the first with a normalised title + abstract. Keys: 64-bit hashes (`hash(id)`,
+    `content_key`)."""
+
+    def __init__(self) -> None:
+        self.ids, self.contents = SortedKeys(), SortedKeys()
+
+    def keep(self, id_keys: np.ndarray, content_keys: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """Mask of the records kept, and how many were duplicate ids / duplicate contents."""
+        id_ok = first_new(id_keys, self.ids)
+        self.ids.add(id_keys[id_ok])
+        idx = np.flatnonzero(id_ok)
+        sub = first_new(content_keys[idx], self.contents)
+        self.contents.add(content_keys[idx][sub])
+        kept = np.zeros(len(id_ok), dtype=bool)
+        kept[idx[sub]] = True
+        return kept, len(id_ok) - len(idx), len(idx) - int(sub.sum())
+
+
 class Merger:
     """Replays the one-pass dedup over blocks in input order and appends the survivors."""
 
     def __init__(self, writer: SplitWriter, counts: Counter, arena: memoryview | None = None) -> None:
         self.writer, self.counts, self.arena = writer, counts, arena
-        self.ids, self.contents = SortedKeys(), SortedKeys()
+        self.dedup = Dedup()
 
     def add(self, blk: Block) -> None:
         counts = self.counts
         counts.update(blk.counts)
-        # 1. base id: the first record with an id wins (every filtered record claims its id)
-        id_ok = first_new(blk.id_keys, self.ids)
-        self.ids.add(blk.id_keys[id_ok])
-        # 2. content: among id survivors, the first with a normalised title + abstract wins
-        idx = np.flatnonzero(id_ok)
-        sub = first_new(blk.content_keys[idx], self.contents)
-        self.contents.add(blk.content_keys[idx][sub])
-        kept = np.zeros(len(id_ok), dtype=bool)
-        kept[idx[sub]] = True
-        n_id, n_content = len(id_ok) - len(idx), len(idx) - int(sub.sum())
+        kept, n_id, n_content = self.dedup.keep(blk.id_keys, blk.content_keys)
         if n_id:
             counts["drop:duplicate_id"] += n_id
         if n_content:
@@ -325,6 +368,22 @@ def run_serial(spec: Spec, inputs: list[str], writer: SplitWriter, counts: Count
                 if remaining <= 0:
                     break
         input_issues += [{"input": s, "issue": issue} for issue in issues]
+
+
+def run_papers(spec: Spec, papers: Iterable[Paper], writer: SplitWriter, counts: Counter, *,
+               batch: int = 4096, progress: Callable[[int], None] | None = None) -> None:
+    """A metadata spec over papers from any reader (OAI-PMH pages, a Hugging Face dataset, a
+    caller's source): the block stage on batches of papers, merged in order like blocks."""
+    proc = BlockProcessor(spec)
+    merger = Merger(writer, counts)
+    it = iter(papers)
+    while True:
+        chunk = list(islice(it, batch))
+        if not chunk:
+            break
+        merger.add(proc.process_papers(chunk))
+        if progress is not None:
+            progress(counts["read"])
 
 
 # ---- several processes -------------------------------------------------------------------
