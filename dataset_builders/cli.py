@@ -13,7 +13,7 @@ from . import harvest, sample
 from . import spec as spec_mod
 from .fulltext import build_fulltext, build_mixture, summarize_mixture
 from .output import check_out
-from .pipeline import build
+from .pipeline import Examples, build
 from .qa import build as qa_build
 from .qa import reading
 from .readers import check_inputs
@@ -101,7 +101,7 @@ def cmd_build(args) -> int:
     tune_malloc()  # this process exists to build
     res = build(spec, args.input, args.out, limit=args.limit, progress=not args.no_progress,
                 hash_inputs=not args.no_input_hash, workers=args.workers,
-                render=reading.render if generator == "reading" else None)
+                examples=Examples(reading.render) if generator == "reading" else None)
     summarize(res.manifest, res.seconds, args.out)
     return 0
 

@@ -38,6 +38,39 @@ INPUT_LEVEL = frozenset({"empty_input", "truncated_input", "malformed_xml_page",
 
 
 @dataclass
+class Source:
+    """Papers from somewhere else than the build's inputs: full text (cleaned sources joined with
+    their metadata), or papers a step reads itself. The source counts what it read and dropped
+    (`read`, `drop:<reason>`) in `counts` and whole-input problems in `issues`, so the manifest
+    still adds up."""
+
+    papers: Iterable[Paper]
+    counts: Counter = field(default_factory=Counter)
+    issues: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Examples:
+    """How a paper becomes examples when the spec's templates are not enough (full-text chunks and
+    sections, the teacher's pairs, mined reading comprehension). `render(spec, paper, bucket)`
+    sees only the papers that passed the filters and the dedup, in input order, and returns
+    examples or a `Drop`; the examples are then screened like every context's. `tokens()`
+    returns the manifest's token statistics when the renderer counted every example itself."""
+
+    render: Callable[[Spec, Paper, int], list[dict] | Drop]
+    tokens: Callable[[], dict | None] | None = None
+
+
+@dataclass
+class Report:
+    """What a context adds to the manifest (top-level keys; the dict may fill while the build
+    runs) and to the data card (Markdown, or a function of the finished manifest)."""
+
+    manifest: dict = field(default_factory=dict)
+    card: str | Callable[[dict], str] | None = None
+
+
+@dataclass
 class BuildResult:
     out: Path
     manifest: dict
@@ -75,31 +108,30 @@ def iter_papers(inputs: Iterable[str], limit: int | None, counts: Counter, input
             return
 
 
-def build(spec: Spec, inputs: list[str], out: Path, *, limit: int | None = None, progress: bool = False,
-          hash_inputs: bool = True, papers: Iterator[Paper] | None = None, counts: Counter | None = None,
-          render: Callable[[Spec, Paper, int], list[dict] | Drop] | None = None,
-          input_issues: list[dict] | None = None, extra_manifest: dict | None = None,
-          card_notes: str | Callable[[dict], str] | None = None,
-          tokens: Callable[[], dict | None] | None = None, workers: int | None = None,
+def build(spec: Spec, inputs: list[str], out: Path, *, source: Source | None = None,
+          examples: Examples | None = None, report: Report | None = None, limit: int | None = None,
+          progress: bool = False, hash_inputs: bool = True, workers: int | None = None,
           block_bytes: int | None = None) -> BuildResult:
-    """Build one training context. `papers` may replace `inputs` (full text, mixtures).
+    """Build one training context: papers -> filters and normalisation -> dedup -> examples ->
+    screening -> splits, every paper counted where it ends.
 
-    Kaggle snapshot files take the block route of `snapshot` (on `workers` processes when
-    every input is a plain file; default one per core); the output is the same for any
-    number of workers and any `block_bytes`.
-
-    Another source feeding `papers` counts what it read and dropped itself, in `counts`
-    (`read`, `drop:<reason>`) and `input_issues`, so the manifest still adds up. `render`
-    replaces `contexts.render`; it may return a `Drop` (counted under its reason).
-    `extra_manifest` adds (or overrides) top-level manifest keys when the build ends (so a
-    renderer may fill it while running); `card_notes` is Markdown appended to the data card
-    (or a function of the finished manifest that returns it). `tokens` returns the manifest's
-    token statistics instead of sampling them (a renderer that counted every example's tokens).
+    The stages a context may swap: `source` (papers from elsewhere than `inputs`, which are
+    then only named and hashed in the manifest), `examples` (a renderer instead of the spec's
+    templates) and `report` (manifest keys and data-card notes). With neither `source` nor
+    `examples`, Kaggle snapshot files take the block route of `snapshot` (on `workers`
+    processes when every input is a plain file; default one per core) and other inputs the
+    same stage over parsed papers; the output is the same for any number of workers and any
+    `block_bytes`.
     """
     contexts.check_templates(spec)
     build_filters(spec.filters)  # a bad filter fails before any work
-    counts = counts if counts is not None else Counter()
-    input_issues = input_issues if input_issues is not None else []
+    counts = source.counts if source is not None else Counter()
+    input_issues = source.issues if source is not None else []
+    papers = source.papers if source is not None else None
+    render = examples.render if examples is not None else None
+    tokens = examples.tokens if examples is not None else None
+    extra_manifest = report.manifest if report is not None else None
+    card_notes = report.card if report is not None else None
     workers = snapshot.default_workers() if workers is None else workers
     block_bytes = block_bytes or snapshot.BLOCK_BYTES
     hasher = InputHasher(inputs if hash_inputs else [])

@@ -14,7 +14,7 @@ import pytest
 
 from dataset_builders import spec as spec_mod
 from dataset_builders.normalize import authors_to_unicode, unwrap_abstract
-from dataset_builders.pipeline import build
+from dataset_builders.pipeline import Source, build
 from dataset_builders.split import base_id, split_of
 from tests.fixtures_oai import arxiv_record, arxivraw_record, deleted_record, list_records_page
 
@@ -423,7 +423,7 @@ def _reference_build(spec, inputs, out):
 
     counts, issues = Counter(), []
     papers = iter_papers(inputs, None, counts, issues, prefilter=category_check(spec.filters))
-    return build(spec, inputs, out, papers=papers, counts=counts, input_issues=issues)
+    return build(spec, inputs, out, source=Source(papers, counts, issues))
 
 
 def _spec_variant(tmp_path, name, **changes):

@@ -29,7 +29,7 @@ redone from scratch. A progress line per unit (papers, cleaned, seconds) goes to
 
 Reduce (`build.py`, `reduce.py`): reads the metadata of the papers that have sources (Kaggle snapshot
 or OAI pages, `--metadata` or among `--input`), applies the spec's filters, and feeds the
-papers, in unit order, through `pipeline.build(..., papers=...)`: output is byte-identical
+papers, in unit order, through `pipeline.build(..., source=...)`: output is byte-identical
 for any number of workers and across reruns.
 
 Ray: the map is a pure function of (unit, work dir, limits), so on a cluster with a shared

@@ -108,11 +108,11 @@ def build_context(spec: Spec, src: Inputs, results: list[ShardResult], work_dir:
     summary["links_not_followed"] = len(src.links_outside)
     summary["context"] = renderer.report
     papers = iter_papers(src.units, shards_dir, meta, counts, require_metadata=require, limit=limit)
-    res = pipeline.build(run_spec, inputs, out, papers=papers, counts=counts, render=render, progress=progress,
-                         hash_inputs=hash_inputs, input_issues=issues,
-                         extra_manifest={"fields": fields, "fulltext": summary}, card_notes=card_notes,
-                         tokens=getattr(renderer, "token_stats", None) if tally is None else (lambda: None))
-    return res
+    tokens = getattr(renderer, "token_stats", None) if tally is None else (lambda: None)
+    return pipeline.build(run_spec, inputs, out, source=pipeline.Source(papers, counts, issues),
+                          examples=pipeline.Examples(render, tokens),
+                          report=pipeline.Report({"fields": fields, "fulltext": summary}, card_notes),
+                          progress=progress, hash_inputs=hash_inputs)
 
 
 def card_notes(manifest: dict) -> str:

@@ -174,8 +174,9 @@ def _build_components(spec: Spec, comps, unit: str, tok, src, results, work_dir:
                 _tally(sp, p, b, ex)
                 return ex
 
-            res = pipeline.build(s, src.metadata, cdir, limit=limit, progress=progress, hash_inputs=hash_inputs,
-                                 render=render, tokens=lambda: None)  # exact counts come from the tally
+            # exact token counts come from the tally
+            res = pipeline.build(s, src.metadata, cdir, examples=pipeline.Examples(render, lambda: None), limit=limit,
+                                 progress=progress, hash_inputs=hash_inputs)
         built[name] = (s, w, res.manifest, tally.finish(), cdir)
         c = res.manifest["counts"]
         log(f"component {name}: read {c['read']}, kept {c['kept']} papers, "

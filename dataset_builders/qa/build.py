@@ -210,9 +210,10 @@ def build_physics_qa(spec: Spec, inputs: list[str], out: Path, opts: TeacherOpti
                 counts["example_drop:" + reason] += k
             return examples
 
-        res = pipeline.build(spec, inputs, out, papers=papers(), counts=counts, render=render, input_issues=issues,
-                             progress=False, hash_inputs=hash_inputs, extra_manifest={"teacher": summary},
-                             card_notes=lambda m: card_notes(m["teacher"]))
+        res = pipeline.build(spec, inputs, out, source=pipeline.Source(papers(), counts, issues),
+                             examples=pipeline.Examples(render),
+                             report=pipeline.Report({"teacher": summary}, lambda m: card_notes(m["teacher"])),
+                             progress=False, hash_inputs=hash_inputs)
         if gen.failed:
             log(f"{sum(gen.failed.values())} papers got no usable answer from the teacher "
                 f"({', '.join(f'{k}: {v}' for k, v in gen.failed.items())}); run the same command again to ask "
