@@ -54,7 +54,7 @@ def gguf_logits(path: Path, tokens: list[int], **kw) -> np.ndarray:
 
 def hf_logits(train_python, model_dir: Path, tokens: list[int], tmp: Path) -> np.ndarray:
     (tmp / "ids.json").write_text(json.dumps(tokens))
-    run([train_python, "-m", "qwenphysics.verify", "hf-logits", "--model", model_dir, "--tokens", tmp / "ids.json",
+    run([train_python, "-m", "tests.hf_logits", "hf-logits", "--model", model_dir, "--tokens", tmp / "ids.json",
          "--out", tmp / "hf.npy"])
     return np.load(tmp / "hf.npy")
 

@@ -1,7 +1,8 @@
-"""Numerical checks of a conversion: the HF side runs here, in the training environment.
+"""The Hugging Face side of the conversion checks (tests/test_convert_verify.py), run in the
+training environment: a model's logits for given token ids.
 
-Usage (training env; writes logits as .npy):
-    .venv-train/bin/python -m qwenphysics.verify hf-logits --model outputs/run/merged --tokens ids.json --out hf.npy
+Usage (from the checkout, training env; writes logits as .npy):
+    .venv-train/bin/python -m tests.hf_logits hf-logits --model outputs/run/merged --tokens ids.json --out hf.npy
 """
 
 from __future__ import annotations
