@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from qwenphysics.evaluation import compare
-from qwenphysics.evaluation.errors import EvalError
+from qwenphysics.evaluation.exceptions import EvalError
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qwenphysics.evaluation import perplexity
-from qwenphysics.evaluation.errors import EvalError
+from qwenphysics.evaluation.exceptions import EvalError
 
 
 def test_uniform_logits_give_vocabulary_size():

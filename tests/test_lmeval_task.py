@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from qwenphysics.evaluation import lmeval, mc_task
-from qwenphysics.evaluation.errors import EvalError
+from qwenphysics.evaluation.exceptions import EvalError
 from qwenphysics.evaluation.llama_scorer import split_pair
 
 

@@ -27,7 +27,7 @@ Resume: a unit whose `.done` fingerprint matches (input names, sizes, mtimes, cl
 version, limits) is skipped; a unit without one (interrupted, or its marker removed) is
 redone from scratch. A progress line per unit (papers, cleaned, seconds) goes to stderr.
 
-Reduce (`build.py`, `reduce.py`): reads the metadata of the papers that have sources (Kaggle snapshot
+Reduce (`mapreduce.py`, `reduce.py`): reads the metadata of the papers that have sources (Kaggle snapshot
 or OAI pages, `--metadata` or among `--input`), applies the spec's filters, and feeds the
 papers, in unit order, through `pipeline.build(..., source=...)`: output is byte-identical
 for any number of workers and across reruns.
@@ -46,8 +46,8 @@ after which `build --work-dir <work>` on one machine finds every unit done and o
 
 from __future__ import annotations
 
-from .build import build_fulltext
 from .inputs import Unit, classify
+from .mapreduce import build_fulltext
 from .mixture import build_mixture, summarize_mixture
 from .shards import ShardResult, process_shard, run_map
 

@@ -35,8 +35,8 @@ from ..records import InputError
 from ..spec import Spec
 from ..split import SPLITS, TEST_BP, VALIDATION_BP, split_of_bucket
 from .atoms import exact_token_stats, require_tokenizer
-from .build import build_context, card_notes, default_work_dir, map_sources, prepare, work_area
 from .inputs import classify
+from .mapreduce import build_context, card_notes, default_work_dir, map_sources, prepare, work_area
 
 UNITS = ("tokens", "examples")
 

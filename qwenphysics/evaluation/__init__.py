@@ -8,6 +8,6 @@
 * :mod:`.compare` - ``scripts/compare.py``: several results -> report.md and plots.
 """
 
-from .errors import EvalError
+from .exceptions import EvalError
 
 __all__ = ["EvalError"]

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import openai
 
-from .errors import EvalError, QuestionFailed
+from .exceptions import EvalError, QuestionFailed
 
 
 class EndpointBackend:

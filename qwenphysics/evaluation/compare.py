@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import EvalError
+from .exceptions import EvalError
 
 PLOTS = {
     "loss": "loss_curves.png",

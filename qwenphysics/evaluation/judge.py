@@ -32,7 +32,7 @@ from qwenphysics.core.llama_server import LlamaServer
 from qwenphysics.hashing import sha256_file
 from qwenphysics.toolchain import cache_dir
 
-from .errors import EvalError
+from .exceptions import EvalError
 
 VERDICTS = ("correct", "partly_correct", "incorrect")
 CREDIT = {"correct": 1.0, "partly_correct": 0.5, "incorrect": 0.0}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import EvalError
+from .exceptions import EvalError
 
 TASK = "qwenphysics_title_choice"
 N_CHOICES = 4

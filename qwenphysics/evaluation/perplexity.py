@@ -27,7 +27,7 @@ import numpy as np
 from qwenphysics.hashing import sha256_file
 
 from .backends import load_llama
-from .errors import EvalError
+from .exceptions import EvalError
 
 CHATML_ROLES = ("system", "user", "assistant", "tool")
 BOOTSTRAP_REPS = 2000

@@ -25,7 +25,7 @@ from ..core.errors import UserError
 from ..core.prompts import system_prompt
 from . import judge, lmeval, perplexity, questions
 from .backends import EndpointBackend, GGUFBackend
-from .errors import EvalError, QuestionFailed
+from .exceptions import EvalError, QuestionFailed
 
 SCHEMA_VERSION = 1
 SYSTEM_PROMPT = system_prompt()  # what the models were trained and are served with
