@@ -213,10 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.ctx_size or args.ctx_size < 256:
             raise ServeError("set CTX_SIZE (serve/.env) or pass --ctx-size: the llama server's context per chat")
         url = args.webui_url.rstrip("/")
+        preset = load_preset(args.preset)  # a broken preset is refused before any waiting
         wait_http_ok(f"{url}/health", args.timeout, name="Open WebUI")
         token = webui_signin(url, email, password)
-        model = provision_preset(url, token, args.preset, timeout=args.timeout)
-        answer = load_preset(args.preset)["params"].get("max_tokens", args.ctx_size // 4)
+        model = provision_preset(url, token, preset, timeout=args.timeout)
+        answer = preset["params"].get("max_tokens", args.ctx_size // 4)
         provision_context_filter(url, token, args.ctx_size, int(answer), args.context_filter)
     except ServeError as e:
         print(f"provision.py: error: {e}", file=sys.stderr)

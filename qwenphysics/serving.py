@@ -564,8 +564,9 @@ class LocalStack:
             self.webui_token = webui_signin(self.webui_url, *self.admin_credentials())
         else:
             self.webui_token = webui_signin(self.webui_url)
-        self.preset_model = provision_preset(self.webui_url, self.webui_token, self.config.preset)
-        answer = load_preset(self.config.preset)["params"].get("max_tokens", self.config.ctx_size // 4)
+        preset = load_preset(self.config.preset)
+        self.preset_model = provision_preset(self.webui_url, self.webui_token, preset)
+        answer = preset["params"].get("max_tokens", self.config.ctx_size // 4)
         provision_context_filter(self.webui_url, self.webui_token, self.config.ctx_size, int(answer),
                                  CONTEXT_FILTER_FILE)
 

@@ -194,15 +194,13 @@ class Judge:
                 self.server = LlamaServer(o.gguf, parallel=o.parallel, ctx_per_slot=4096)
                 self.server.start()
                 urls, key = [self.server.base_url], self.server.api_key
-                extra, model = f"@sha256:{sha256_file(o.gguf, cache=True)}", o.model or o.gguf.stem
+                model, extra = self._gguf_name()
             else:
                 assert o.url is not None, "a judge has a URL or a GGUF"
                 urls, key, extra, model = [o.url], os.environ.get(o.key_env) or None, "", o.model
             self.pool = ChatPool.connect(urls, model, key, identity_extra=extra, concurrency=o.concurrency,
                                          role="judge", schema_name="verdict", sampling=self.sampling,
                                          timeout=o.timeout, retries=o.retries)
-            if self.cache is None:
-                self.cache = AnswerCache(o.cache or default_cache(), flag="--judge-cache")
         except UserError as exc:
             self.close()
             raise EvalError(str(exc)) from None
@@ -222,21 +220,20 @@ class Judge:
             self.server.stop()
             self.server = None
 
+    def _gguf_name(self) -> tuple[str, str]:
+        """A GGUF judge's model name and identity suffix, known before its server is started."""
+        o = self.opts
+        assert o.gguf is not None, "a judge at a URL is connected before grading"
+        return o.model or o.gguf.stem, f"@sha256:{sha256_file(o.gguf, cache=True)}"
+
     def _identity(self) -> str:
         if self.pool is not None:
             return self.pool.identity
-        o = self.opts  # a GGUF judge not started yet: its identity is known without it
-        assert o.gguf is not None, "a judge at a URL is connected before grading"
-        return f"{o.model or o.gguf.stem}@sha256:{sha256_file(o.gguf, cache=True)}"
+        return "".join(self._gguf_name())
 
     def describe(self) -> dict:
         pool = self.pool
-        if pool:
-            model = pool.model
-        else:
-            assert self.opts.gguf is not None, "a judge at a URL is connected before grading"
-            model = self.opts.model or self.opts.gguf.stem
-        return {"model": model,
+        return {"model": pool.model if pool else self._gguf_name()[0],
                 "identity": self._identity(),
                 "endpoints": [e.url for e in pool.endpoints] if pool else [],
                 "rubric": {"path": str(self.opts.rubric), "sha256": self.rubric_sha},
@@ -247,8 +244,12 @@ class Judge:
         """Grade every answered record in place (`record["judge"]`); the report's judge block.
         A GGUF judge is started only when some answer is not in the cache."""
         identity, sampling = self._identity(), self.sampling.as_dict()
-        cache = self.cache or AnswerCache(self.opts.cache or default_cache(), flag="--judge-cache")
-        self.cache = cache
+        if self.cache is None:
+            try:
+                self.cache = AnswerCache(self.opts.cache or default_cache(), flag="--judge-cache")
+            except UserError as exc:
+                raise EvalError(str(exc)) from None
+        cache = self.cache
         not_judged: Counter = Counter()
         misses = []
         hits = 0

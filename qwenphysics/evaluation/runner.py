@@ -21,7 +21,6 @@ from pathlib import Path
 
 from qwenphysics.hashing import sha256_file
 
-from ..core.errors import UserError
 from ..core.prompts import system_prompt
 from . import judge, lmeval, perplexity, questions
 from .backends import EndpointBackend, GGUFBackend
@@ -238,7 +237,8 @@ def evaluate(a: argparse.Namespace, log: Callable[[str], None]) -> dict:
             raise EvalError(f"--categories: unknown {unknown[0]!r} (known: {', '.join(qset.categories)})")
     recipe, manifest = _provenance(a)
     timings: dict[str, float] = {}
-    grader = judge.Judge(judge_options(a), log) if judge_options(a).enabled and not a.no_qa else None
+    jopts = judge_options(a)
+    grader = judge.Judge(jopts, log) if jopts.enabled and not a.no_qa else None
     try:
         if grader is not None and a.judge_url:
             grader.connect()  # an unreachable judge stops the run before any question is asked
@@ -293,10 +293,7 @@ def _evaluate(a: argparse.Namespace, log: Callable[[str], None], qset: questions
         verdicts = {"skipped": judge.NO_JUDGE}
     else:
         t0 = time.monotonic()
-        try:
-            verdicts = grader.grade(qa["questions"])
-        except UserError as exc:
-            raise EvalError(str(exc)) from None
+        verdicts = grader.grade(qa["questions"])
         timings["judge_s"] = round(time.monotonic() - t0, 3)
         agree = verdicts["agreement"]
         log(f"judge: {verdicts['correct']}/{verdicts['judged']} correct ({verdicts['asked']} asked, "
