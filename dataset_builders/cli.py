@@ -12,6 +12,8 @@ from qwenphysics.core.processes import sigterm_as_interrupt
 from . import harvest, sample
 from . import spec as spec_mod
 from .fulltext import build_fulltext, build_mixture, summarize_mixture
+from .fulltext.engine import EXECUTORS, Engine, map_units
+from .fulltext.remote import Access, parse_months
 from .output import check_out
 from .pipeline import Examples, build
 from .qa import build as qa_build
@@ -55,7 +57,22 @@ def _add_build(sub) -> None:
                         "repeatable. Metadata files given with --input count too")
     f.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
                    help="where cleaned shards and completion markers go (default <out>.work; reruns skip "
-                        "finished shards)")
+                        "finished shards); on a cluster, a folder every node sees")
+    f.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where the shard map runs: local processes (default), a Ray cluster, or a Slurm job "
+                        "array (see dataset_builders/README.md, 'Whole arXiv')")
+    f.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="the Ray cluster to use (default $RAY_ADDRESS, else a Ray started for this run with "
+                        "--workers CPUs)")
+    f.add_argument("--slurm-option", action="append", default=[], metavar="OPT",
+                   help="an sbatch option for the map and reduce jobs, e.g. partition=cpu or time=04:00:00 "
+                        "(repeatable)")
+    f.add_argument("--months", metavar="YYMM[-YYMM]",
+                   help="only the source shards of these months (arXiv_src_YYMM_NNN.tar names, or the "
+                        "manifest's yymm for s3:// inputs)")
+    f.add_argument("--requester-pays", action="store_true",
+                   help="read s3:// inputs as the requester (arXiv's bucket charges the reader); credentials "
+                        "come from the AWS variables or profiles")
     t = p.add_argument_group("teacher (physics-qa)")
     t.add_argument("--teacher-gguf", type=Path, metavar="MODEL.gguf",
                    help="start llama.cpp's server on this GGUF as the teacher (e.g. Qwen2.5-14B-Instruct Q4_K_M)")
@@ -81,6 +98,13 @@ def cmd_build(args) -> int:
     spec = spec_mod.load(args.spec)
     if spec.source != "metadata":
         return cmd_build_fulltext(spec, args)
+    given = (("--executor", args.executor != "local"), ("--ray-address", args.ray_address),
+             ("--slurm-option", args.slurm_option), ("--months", args.months),
+             ("--requester-pays", args.requester_pays))
+    engine_flags = [flag for flag, on in given if on]
+    if engine_flags:
+        raise InputError(f"{engine_flags[0]} is for full-text specs (LaTeX sources); spec {spec.name} reads metadata "
+                         "on this machine")
     check_inputs(args.input)
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
@@ -106,21 +130,51 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _reduce_argv(argv: list[str]) -> list[str]:
+    """The build command a Slurm reduce job runs: this one, on the local executor."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--executor", "--slurm-option", "--ray-address"):
+            skip = True
+            continue
+        if a.startswith(("--executor=", "--slurm-option=", "--ray-address=")):
+            continue
+        out.append(a)
+    return [sys.executable, "-m", "dataset_builders", *out, "--executor", "local"]
+
+
 def cmd_build_fulltext(spec: spec_mod.Spec, args) -> int:
     """`build` for full-text and mixture specs: LaTeX sources (+ metadata) -> a context."""
     if not args.input:
         raise InputError("no input given: pass LaTeX sources with --input PATH (repeatable)")
     workers = default_workers() if args.workers is None else args.workers
-    if workers < 1:
-        raise InputError("--workers must be at least 1")
-    common = dict(metadata=args.metadata, workers=workers, work_dir=args.work_dir, limit=args.limit,
-                  progress=not args.no_progress, hash_inputs=not args.no_input_hash)
+    engine = Engine(executor=args.executor, workers=workers, ray_address=args.ray_address,
+                    access=Access(requester_pays=args.requester_pays), months=parse_months(args.months),
+                    slurm_options=tuple(args.slurm_option),
+                    reduce_argv=tuple(_reduce_argv(args.argv)) if args.executor == "slurm" else ())
+    engine.check()
+    common = dict(metadata=args.metadata, work_dir=args.work_dir, limit=args.limit,
+                  progress=not args.no_progress, hash_inputs=not args.no_input_hash, engine=engine)
     if spec.source == "mixture":
-        res = build_mixture(spec, args.input, args.out, **common)
-        summarize_mixture(res.manifest, res.seconds, args.out)
+        mix = build_mixture(spec, args.input, args.out, **common)
+        if mix is not None:
+            summarize_mixture(mix.manifest, mix.seconds, args.out)
         return 0
     res = build_fulltext(spec, args.input, args.out, **common)
-    summarize(res.manifest, res.seconds, args.out)
+    if res is not None:
+        summarize(res.manifest, res.seconds, args.out)
+    return 0
+
+
+def cmd_map_units(args) -> int:
+    """One Slurm array task: its share of the map plan's units."""
+    def log(s: str) -> None:
+        print(s, file=sys.stderr, flush=True)
+
+    map_units(args.plan, args.task, args.tasks, log)
     return 0
 
 
@@ -154,8 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list-specs", help="list the training-context specs")
     harvest.add_parser(sub)
     sample.add_parser(sub)
+    m = sub.add_parser("map-units", help="clean a share of the source units of a map plan (the Slurm array's job)")
+    m.add_argument("plan", type=Path, help="<work>/slurm/plan.json, written by build --executor slurm")
+    m.add_argument("--task", type=int, required=True, help="this task's index, 0 <= TASK < TASKS")
+    m.add_argument("--tasks", type=int, required=True, help="how many tasks share the plan")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
-    handlers = {"build": cmd_build, "list-specs": cmd_list_specs}
+    args.argv = argv
+    handlers = {"build": cmd_build, "list-specs": cmd_list_specs, "map-units": cmd_map_units}
     sigterm_as_interrupt()  # `kill` cleans up like Ctrl-C: no partial output is left
     try:
         if args.command in handlers:

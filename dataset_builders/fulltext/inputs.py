@@ -25,6 +25,7 @@ from ..latex.archive import parse_arxiv_id
 from ..readers import inside
 from ..readers.compression import STREAM_ERRORS, open_binary
 from ..records import InputError
+from .remote import Access, in_months, is_url, list_remote
 
 EPRINTS_PER_UNIT = 500
 _JSON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz", ".json.zst", ".jsonl.zst")
@@ -39,6 +40,7 @@ class Unit:
     kind: str  # tar | unarxive | eprints | projects
     paths: tuple[str, ...]
     label: str  # what progress lines and the manifest call it (a file or folder name)
+    remote: str = ""  # a URL's identity for resume (MD5 or ETag, and size); "" for local files
 
 
 @dataclass
@@ -83,16 +85,18 @@ def _has_tex(d: Path) -> bool:
 
 
 class _Collector:
-    def __init__(self):
+    def __init__(self, months: tuple[int, int] | None = None):
         self.out = Inputs()
+        self.months = months
         self._names: set[str] = set()
 
-    def unit(self, kind: str, paths: list[str], stem: str, label: str) -> None:
-        name = f"{stem}-{_h8(kind + chr(0) + chr(0).join(os.path.abspath(p) for p in paths))}"
+    def unit(self, kind: str, paths: list[str], stem: str, label: str, remote: str = "") -> None:
+        key = chr(0).join(p if remote else os.path.abspath(p) for p in paths)
+        name = f"{stem}-{_h8(kind + chr(0) + key)}"
         if name in self._names:
             return  # the same input given twice
         self._names.add(name)
-        self.out.units.append(Unit(name, kind, tuple(paths), label))
+        self.out.units.append(Unit(name, kind, tuple(paths), label, remote))
 
     def grouped(self, kind: str, paths: list[str], folder: Path) -> None:
         for k in range(0, len(paths), EPRINTS_PER_UNIT):
@@ -103,7 +107,8 @@ class _Collector:
     def file(self, path: Path, explicit: bool) -> None:
         name = path.name.lower()
         if name.endswith(".tar") and _eprint_id(path) is None:
-            self.unit("tar", [str(path)], path.name[:-4], path.name)
+            if in_months(path.name, self.months):
+                self.unit("tar", [str(path)], path.name[:-4], path.name)
         elif ".xml" in name:
             self.out.metadata.append(str(path))
         elif name.endswith(_JSON_SUFFIXES):
@@ -154,12 +159,14 @@ class _Collector:
                 self.grouped("eprints", eprints, here)
 
 
-def classify(inputs: list[str], metadata: list[str] | None = None) -> Inputs:
-    """Walk the inputs (in order; folders sorted) into units and metadata files."""
-    c = _Collector()
+def classify(inputs: list[str], metadata: list[str] | None = None, *, months: tuple[int, int] | None = None,
+             access: Access | None = None) -> Inputs:
+    """Walk the inputs (in order; folders sorted) into units and metadata files. URLs are
+    source shards read through fsspec (see `remote.py`); `months` selects shards by name."""
+    c = _Collector(months)
     seen: dict[tuple[int, int], str] = {}
     for spec in list(inputs) + list(metadata or []):
-        if spec.startswith("hf:") or not Path(spec).exists():
+        if spec.startswith("hf:") or is_url(spec) or not Path(spec).exists():
             continue
         st = Path(spec).stat()
         if (st.st_dev, st.st_ino) in seen:
@@ -169,6 +176,10 @@ def classify(inputs: list[str], metadata: list[str] | None = None) -> Inputs:
         if spec.startswith("hf:"):
             raise InputError(f"{spec}: Hugging Face datasets are metadata only; full-text builds read "
                              "LaTeX sources (pass hf: ids to the metadata specs)")
+        if is_url(spec):
+            for shard in list_remote(spec, access or Access(), months):
+                c.unit("tar", [shard.url], shard.name[:-4], shard.name, remote=shard.identity)
+            continue
         p = Path(spec)
         if not p.exists():
             raise InputError(f"input not found: {spec}")
@@ -177,6 +188,8 @@ def classify(inputs: list[str], metadata: list[str] | None = None) -> Inputs:
         else:
             c.file(p, explicit=True)
     for m in metadata or []:
+        if is_url(m):
+            raise InputError(f"--metadata {m}: metadata is read from local files: download the snapshot first")
         if not m.startswith("hf:") and not Path(m).exists():
             raise InputError(f"metadata not found: {m}")
         c.out.metadata.append(m)

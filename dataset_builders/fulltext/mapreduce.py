@@ -19,10 +19,11 @@ from ..readers import check_metadata
 from ..records import Drop, InputError, Paper
 from ..spec import Spec
 from .atoms import require_tokenizer
+from .engine import Engine
 from .examples import ChunkRenderer, SectionRenderer
 from .inputs import Inputs, classify
 from .reduce import Metadata, iter_papers, shard_summary, source_ids
-from .shards import ShardResult, run_map
+from .shards import ShardResult
 
 
 def limits_of(spec: Spec) -> Limits:
@@ -48,10 +49,14 @@ def work_area(work_dir: Path, inputs: list[str]) -> WorkDir:
     return WorkDir(work_dir, inputs=inputs, recognise=_legacy_work_files)
 
 
-def prepare(inputs: list[str], metadata: list[str], require_metadata: bool) -> Inputs:
+def prepare(inputs: list[str], metadata: list[str], require_metadata: bool, engine: Engine | None = None) -> Inputs:
     """Sort the inputs into source units and metadata, and check both before any work."""
-    src = classify(inputs, metadata)
+    engine = engine or Engine()
+    src = classify(inputs, metadata, months=engine.months, access=engine.access)
     check_metadata(src.metadata)
+    if not src.units and engine.months is not None:
+        raise InputError("no source shard falls in --months: widen the range, or check the inputs' names "
+                         "(arXiv_src_YYMM_NNN.tar)")
     if not src.units:
         raise InputError("no LaTeX sources among the inputs: give bulk shards (arXiv_src_*.tar), e-prints "
                          "(<arXiv id>.gz), project folders or unarXive .jsonl with --input")
@@ -61,13 +66,17 @@ def prepare(inputs: list[str], metadata: list[str], require_metadata: bool) -> I
     return src
 
 
-def map_sources(src: Inputs, spec: Spec, work_dir: Path, workers: int, log) -> list[ShardResult]:
+def map_sources(src: Inputs, spec: Spec, work_dir: Path, engine: Engine, log) -> list[ShardResult] | None:
+    """The map on the engine's executor; None when it was handed to Slurm (nothing to reduce here)."""
     require_tokenizer()
     t0 = time.perf_counter()
-    results = run_map(src.units, work_dir / "shards", limits_of(spec),
-                      bool(spec.options.get("keep_appendix", False)), workers, log)
+    keep_appendix = bool(spec.options.get("keep_appendix", False))
+    results = engine.run(src.units, work_dir / "shards", limits_of(spec), keep_appendix, log)
+    if results is None:
+        return None
     fresh = [r for r in results if not r.resumed]
-    log(f"map: {len(results)} units ({len(results) - len(fresh)} done earlier), {workers} worker(s), "
+    where = f"{engine.workers} worker(s)" if engine.executor == "local" else f"executor {engine.executor}"
+    log(f"map: {len(results)} units ({len(results) - len(fresh)} done earlier), {where}, "
         f"{time.perf_counter() - t0:.1f} s")
     return results
 
@@ -142,15 +151,20 @@ def card_notes(manifest: dict) -> str:
 
 def build_fulltext(spec: Spec, inputs: list[str], out: Path, *, metadata: Sequence[str] = (), workers: int = 1,
                    work_dir: Path | None = None, limit: int | None = None, progress: bool = False,
-                   hash_inputs: bool = True, log=None):
-    """Map the sources (resumable), then build `spec` into `out`."""
+                   hash_inputs: bool = True, log=None, engine: Engine | None = None):
+    """Map the sources (resumable) on `engine` (default: `workers` local processes), then build
+    `spec` into `out`; None when the map was handed to Slurm (its reduce job builds `out`)."""
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    engine = engine or Engine(workers=workers)
+    engine.check()
     out = Path(out)
     all_inputs = list(inputs) + list(metadata)
     check_out(out, all_inputs)
     work_dir = Path(work_dir) if work_dir else default_work_dir(out)
-    src = prepare(list(inputs), list(metadata), bool(spec.options.get("require_metadata", True)))
+    src = prepare(list(inputs), list(metadata), bool(spec.options.get("require_metadata", True)), engine)
     with work_area(work_dir, all_inputs):
-        results = map_sources(src, spec, work_dir, workers, log)
+        results = map_sources(src, spec, work_dir, engine, log)
+        if results is None:
+            return None
         return build_context(spec, src, results, work_dir, out, inputs=all_inputs, limit=limit,
                              progress=progress, hash_inputs=hash_inputs)

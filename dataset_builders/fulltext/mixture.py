@@ -35,6 +35,7 @@ from ..records import InputError
 from ..spec import Spec
 from ..split import SPLITS, TEST_BP, VALIDATION_BP, split_of_bucket
 from .atoms import exact_token_stats, require_tokenizer
+from .engine import Engine
 from .inputs import classify
 from .mapreduce import build_context, card_notes, default_work_dir, map_sources, prepare, work_area
 
@@ -131,8 +132,11 @@ def _select(hashes: np.ndarray, units: np.ndarray, fraction: float) -> np.ndarra
 
 def build_mixture(spec: Spec, inputs: list[str], out: Path, *, metadata: Sequence[str] = (), workers: int = 1,
                   work_dir: Path | None = None, limit: int | None = None, progress: bool = False,
-                  hash_inputs: bool = True, log=None) -> MixtureResult:
+                  hash_inputs: bool = True, log=None, engine: Engine | None = None) -> MixtureResult | None:
+    """The mixture's components into `out`; None when the shard map was handed to Slurm."""
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    engine = engine or Engine(workers=workers)
+    engine.check()
     t0 = time.perf_counter()
     out = Path(out)
     all_inputs = list(inputs) + list(metadata)
@@ -146,15 +150,18 @@ def build_mixture(spec: Spec, inputs: list[str], out: Path, *, metadata: Sequenc
         if len(keys) > 1:
             raise InputError(f"spec {spec.name}: full-text components must share options.limits and keep_appendix "
                              "(they share one shard map)")
-        src = prepare(list(inputs), list(metadata), all(s.options.get("require_metadata", True) for s in full_text))
+        src = prepare(list(inputs), list(metadata), all(s.options.get("require_metadata", True) for s in full_text),
+                      engine)
     else:
-        src = classify(list(inputs), list(metadata))
+        src = classify(list(inputs), list(metadata), months=engine.months, access=engine.access)
         check_metadata(src.metadata)
     if any(s.source == "metadata" for _, s, _ in comps) and not src.metadata:
         raise InputError("no metadata among the inputs: the abstract components need the Kaggle snapshot or "
                          "OAI-PMH pages (--input or --metadata)")
     with work_area(work_dir, all_inputs):
-        results = map_sources(src, full_text[0], work_dir, workers, log) if full_text else []
+        results = map_sources(src, full_text[0], work_dir, engine, log) if full_text else []
+        if results is None:
+            return None
         return _build_components(spec, comps, unit, tok, src, results, work_dir, out, all_inputs, limit=limit,
                                  progress=progress, hash_inputs=hash_inputs, log=log, t0=t0)
 

@@ -26,7 +26,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import orjson
@@ -39,6 +39,7 @@ from ..readers.unarxive import iter_unarxive
 from ..split import base_id
 from . import atoms
 from .inputs import Unit, _eprint_id, classify
+from .remote import Access, fetch
 
 WORK_VERSION = "1"  # bump when the cleaned-paper format or the cleaner's output changes
 
@@ -55,6 +56,9 @@ class ShardResult:
     input_issues: list = field(default_factory=list)  # e.g. shard_truncated
     stats: dict = field(default_factory=dict)  # cleaner counters summed over the unit
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # of the process that cleaned it
+    bytes_in: int = 0  # source bytes read (fetched, for a URL)
+    bytes_out: int = 0  # cleaned papers written
     resumed: bool = False
 
     def line(self) -> str:
@@ -67,6 +71,9 @@ class ShardResult:
 def fingerprint(unit: Unit, limits: Limits, keep_appendix: bool) -> str:
     h = hashlib.sha256()
     h.update(f"work {WORK_VERSION}\0{unit.kind}\0{keep_appendix}\0{limits!r}\0".encode())
+    if unit.remote:  # a URL: its name and the identity its listing gave (MD5 or ETag, and size)
+        h.update(f"{os.path.basename(unit.paths[0])}\0{unit.remote}\0".encode())
+        return h.hexdigest()
     for p in unit.paths:
         st = os.stat(p)
         h.update(f"{os.path.basename(p)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
@@ -170,11 +177,22 @@ def _clean_one(aid, res, tok, limits: Limits, keep_appendix: bool, stats: Counte
     return {"id": aid, "title": paper.title, "abstract": paper.abstract, "sections": secs}
 
 
+def unit_bytes(unit: Unit) -> int:
+    total = 0
+    for p in unit.paths:
+        if os.path.isdir(p):
+            total += sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(p) for f in fs)
+        else:
+            total += os.path.getsize(p)
+    return total
+
+
 def process_shard(unit: Unit | str | os.PathLike, work_dir: str | os.PathLike, limits: Limits | None = None,
-                  keep_appendix: bool = False) -> ShardResult:
+                  keep_appendix: bool = False, access: Access | None = None) -> ShardResult:
     """Clean every paper of one unit into `work_dir`; safe to call from any process or host
-    that sees `work_dir` (see the package docstring for Ray)."""
-    t0 = time.perf_counter()
+    that sees `work_dir` (the engines in `engine.py` call it). A URL's shard is fetched into a
+    local temporary file first, removed afterwards."""
+    t0, c0 = time.perf_counter(), time.process_time()
     limits = limits if limits is not None else Limits()
     if not isinstance(unit, Unit):  # a bare path: a shard, an e-print, a project or unarXive file
         units = classify([os.fspath(unit)]).units
@@ -188,6 +206,26 @@ def process_shard(unit: Unit | str | os.PathLike, work_dir: str | os.PathLike, l
     if done.exists():
         done.unlink()
     tok = atoms.get_tokenizer()
+    fetched = None
+    try:
+        if unit.remote:
+            fetched = fetch(unit.paths[0], access or Access())
+            local = replace(unit, paths=(fetched,))
+        else:
+            local = unit
+        result = _clean_unit(local, work, tok, limits, keep_appendix, fp)
+    finally:
+        if fetched is not None:
+            os.unlink(fetched)
+    result.label = unit.label
+    result.seconds = round(time.perf_counter() - t0, 3)
+    result.cpu_seconds = round(time.process_time() - c0, 3)
+    atomic_write(done, json.dumps(asdict(result), indent=1).encode())
+    return result
+
+
+def _clean_unit(unit: Unit, work: Path, tok, limits: Limits, keep_appendix: bool, fp: str) -> ShardResult:
+    bytes_in = unit_bytes(unit)
     members: Counter = Counter()
     errors: Counter = Counter()
     stats: Counter = Counter()
@@ -208,12 +246,10 @@ def process_shard(unit: Unit | str | os.PathLike, work_dir: str | os.PathLike, l
             ids.append(aid or "")
     os.replace(tmp, work / f"{unit.name}.jsonl")
     atomic_write(work / f"{unit.name}.ids", "".join(i + "\n" for i in ids).encode())
-    result = ShardResult(name=unit.name, label=unit.label, fingerprint=fp, records=records, cleaned=cleaned,
-                         errors=dict(sorted(errors.items())), member_issues=dict(sorted(members.items())),
-                         input_issues=issues, stats=dict(sorted(stats.items())),
-                         seconds=round(time.perf_counter() - t0, 3))
-    atomic_write(done, json.dumps(asdict(result), indent=1).encode())
-    return result
+    return ShardResult(name=unit.name, label=unit.label, fingerprint=fp, records=records, cleaned=cleaned,
+                       errors=dict(sorted(errors.items())), member_issues=dict(sorted(members.items())),
+                       input_issues=issues, stats=dict(sorted(stats.items())), bytes_in=bytes_in,
+                       bytes_out=(work / f"{unit.name}.jsonl").stat().st_size)
 
 
 def load_done(unit: Unit, work_dir: Path, fp: str) -> ShardResult | None:
@@ -239,40 +275,70 @@ def _init_worker(parent: int) -> None:
 
 
 def _task(args) -> ShardResult:
-    unit, work_dir, limits, keep_appendix = args
+    unit, work_dir, limits, keep_appendix, access = args
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return process_shard(unit, work_dir, limits, keep_appendix)
+    return process_shard(unit, work_dir, limits, keep_appendix, access)
+
+
+@dataclass
+class Plan:
+    """What a map run has to do: the units already done (their results) and the rest."""
+
+    units: list[Unit]
+    results: dict[str, ShardResult]
+    todo: list[Unit]
+
+    def position(self, name: str) -> str:
+        pos = {u.name: i for i, u in enumerate(self.units, 1)}
+        return f"[shard {pos[name]}/{len(self.units)}]"
+
+    def ordered(self) -> list[ShardResult]:
+        return [self.results[u.name] for u in self.units]
+
+
+def plan(units: list[Unit], work_dir: Path, limits: Limits, keep_appendix: bool,
+         log: Callable[[str], None]) -> Plan:
+    """Check every unit's marker; log the ones done earlier."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    p = Plan(units, {}, [])
+    for u in units:
+        r = load_done(u, work_dir, fingerprint(u, limits, keep_appendix))
+        if r is not None:
+            p.results[u.name] = r
+            log(f"{p.position(u.name)} {r.line()}")
+        else:
+            p.todo.append(u)
+    return p
+
+
+def remove_leftovers(work_dir: Path, units: list[Unit]) -> int:
+    """Temporary files of attempts that died (every attempt is over when this runs)."""
+    n = 0
+    for u in units:
+        for f in work_dir.glob(f"{u.name}.*.tmp-*"):
+            f.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 def run_map(units: list[Unit], work_dir: Path, limits: Limits, keep_appendix: bool = False, workers: int = 1,
-            log: Callable[[str], None] | None = None) -> list[ShardResult]:
+            log: Callable[[str], None] | None = None, access: Access | None = None) -> list[ShardResult]:
     """Process every unit not already done (in `workers` spawned processes); results in unit order."""
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, ShardResult] = {}
-    todo: list[Unit] = []
-    n = len(units)
-    for i, u in enumerate(units, 1):
-        r = load_done(u, work_dir, fingerprint(u, limits, keep_appendix))
-        if r is not None:
-            results[u.name] = r
-            log(f"[shard {i}/{n}] {r.line()}")
-        else:
-            todo.append(u)
-    pos = {u.name: i for i, u in enumerate(units, 1)}
-    if todo and (workers <= 1 or len(todo) == 1):
-        for u in todo:
-            r = process_shard(u, work_dir, limits, keep_appendix)
-            results[u.name] = r
-            log(f"[shard {pos[u.name]}/{n}] {r.line()}")
-    elif todo:
+    p = plan(units, work_dir, limits, keep_appendix, log)
+    if p.todo and (workers <= 1 or len(p.todo) == 1):
+        for u in p.todo:
+            r = process_shard(u, work_dir, limits, keep_appendix, access)
+            p.results[u.name] = r
+            log(f"{p.position(u.name)} {r.line()}")
+    elif p.todo:
         ctx = mp.get_context("spawn")
-        with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(os.getpid(),)) as pool:
+        with ctx.Pool(min(workers, len(p.todo)), initializer=_init_worker, initargs=(os.getpid(),)) as pool:
             try:
-                for r in pool.imap_unordered(_task, [(u, work_dir, limits, keep_appendix) for u in todo]):
-                    results[r.name] = r
-                    log(f"[shard {pos[r.name]}/{n}] {r.line()}")
+                for r in pool.imap_unordered(_task, [(u, work_dir, limits, keep_appendix, access) for u in p.todo]):
+                    p.results[r.name] = r
+                    log(f"{p.position(r.name)} {r.line()}")
             except BaseException:
                 pool.terminate()
                 raise
-    return [results[u.name] for u in units]
+    return p.ordered()
