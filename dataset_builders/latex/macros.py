@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from .model import LatexError, Limits
-from .tex import _CS, match_brace, read_group, read_optional, skip_ws
+from .tex import _CS, match_brace, odd_backslashes, read_group, read_optional, skip_ws
 
 # Commands whose meaning the cleaner relies on; user redefinitions of them are
 # recorded but never expanded (a redefined \section is still a section).
@@ -228,14 +228,6 @@ def _scan_pattern(prefixes: frozenset, other_names: bool) -> re.Pattern:
     return re.compile(r"\\(" + "|".join(alts) + ")") if alts else re.compile(r"(?!x)x")
 
 
-def _odd_backslashes(s: str, i: int) -> bool:
-    """True when the run of backslashes ending just before ``i`` has odd length."""
-    j = i - 1
-    while j >= 0 and s[j] == "\\":
-        j -= 1
-    return (i - 1 - j) % 2 == 1
-
-
 class _Template:
     """A macro body split at its parameters, ready to be filled."""
 
@@ -331,7 +323,7 @@ class Expander:
             start = m.start()
             if start < pos:
                 continue
-            if start and s[start - 1] == "\\" and _odd_backslashes(s, start):
+            if start and s[start - 1] == "\\" and odd_backslashes(s, start):
                 continue  # "\\name" is a line break followed by text
             i = m.end()
             args: list[str] = []

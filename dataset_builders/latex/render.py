@@ -1026,16 +1026,19 @@ def _typography(t: str) -> str:
     """Text-mode ties, quotes and dashes (math and verbatim are placeholders here)."""
     if "~" in t:
         t = t.replace("~", " ")
-    if _OPEN_QUOTES.search(t):  # regex searches: `in` is ~3x slower for two-character needles
-        t = t.replace("``", '"')
+    # regex searches and substitutions: `in` and str.replace are slower for two-character
+    # needles
+    if _OPEN_QUOTES.search(t):
+        t = _OPEN_QUOTES.sub('"', t)
     if _CLOSE_QUOTES.search(t):
-        t = t.replace("''", '"')
+        t = _CLOSE_QUOTES.sub('"', t)
     if _DASHES.search(t):
-        t = t.replace("---", "\u2014").replace("--", "\u2013")
+        t = _DASHES.sub("\u2013", _EM_DASHES.sub("\u2014", t))
     return t
 
 
 _OPEN_QUOTES, _CLOSE_QUOTES, _DASHES = re.compile("``"), re.compile("''"), re.compile("--")
+_EM_DASHES = re.compile("---")
 
 
 PARA = "\x07"  # paragraph break while whitespace is being normalised
@@ -1054,11 +1057,21 @@ def _paragraphs(t: str) -> list[str]:
     if "\xa0" in t:
         t = t.replace("\xa0", " ")
     t = t.replace("\n", " ")
-    while "  " in t:  # str.replace passes beat split()/join() (no per-word objects)
-        t = t.replace("  ", " ")
+    if "  " in t:  # one C-level pass; split()/join() would build an object per word
+        t = _SPACE_RUN.sub(" ", t)
     if NEWLINE in t:
-        t = t.replace(" " + NEWLINE, NEWLINE).replace(NEWLINE + " ", NEWLINE).replace(NEWLINE, "\n")
-        if "\n\n" in t:
+        # a forced line break takes the (single) spaces on both sides; runs of them become
+        # one "\n" (the text holds no other newline at this point)
+        segs = t.split(NEWLINE)
+        last = len(segs) - 1
+        for k, seg in enumerate(segs):
+            if k and seg[:1] == " ":
+                seg = seg[1:]
+            if k < last and seg[-1:] == " ":
+                seg = seg[:-1]
+            segs[k] = seg
+        t = "\n".join(segs)
+        if not all(segs[1:last]):
             t = _MULTI_NL.sub("\n", t)
         return [p for p in (q.strip() for q in t.split(PARA)) if p]
     return [p for p in (q.strip(" ") for q in t.split(PARA)) if p]
@@ -1067,3 +1080,4 @@ def _paragraphs(t: str) -> list[str]:
 _PARA_SPLIT = re.compile(r"\n[ \t]*\n\s*")
 _HEADING = re.compile(HEAD + r"(\d)" + HEAD + "(.*?)" + HEAD, re.S)
 _MULTI_NL = re.compile(r"\n{2,}")
+_SPACE_RUN = re.compile("  +")

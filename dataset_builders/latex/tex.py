@@ -32,8 +32,7 @@ def _protect_pct(m: re.Match) -> str:
     return m.group(0).replace("%", PCT)
 
 
-_BS_PAIR = "\x0e"  # an escaped backslash (\\), while comments are being removed
-_BS_PCT = "\x0f"  # an escaped percent (\%), likewise
+_ESCAPED_PCT = "\x0f"  # the '%' of an escaped percent (\%), while comments are being removed
 # A line holding only a comment goes with its line break (the one before it, so that a
 # comment on the last line keeps the previous line's break) ...
 _LINE_COMMENT = re.compile(r"\n[ \t]*%[^\n]*(?=\n)")
@@ -41,9 +40,32 @@ _LINE_COMMENT = re.compile(r"\n[ \t]*%[^\n]*(?=\n)")
 # semantics), except before a blank line or the end, so paragraph breaks survive.
 _INLINE_COMMENT = re.compile(r"%[^\n]*(?:\n[ \t]*+(?=[^\n]))?")
 _FIRST_LINE_COMMENT = re.compile(r"[ \t]*%")
-_ESC_PCT = re.compile(r"\\%")
-_PAIR_PCT = re.compile(r"\\\\%")
-_BS_PAIRS = re.compile(r"\\\\")
+# a '%' right after a backslash; it is escaped when the run of backslashes is odd. The
+# pattern starts with '%' (rare) rather than the backslash (frequent in LaTeX), so the scan
+# skips ahead quickly.
+_PCT_AFTER_BS = re.compile(r"%(?<=\\%)")
+
+
+def _set_aside_escaped_pct(text: str) -> tuple[str, bool]:
+    """Replace the ``%`` of every ``\\%`` (odd run of backslashes) by a private character."""
+    cuts = [m.start() for m in _PCT_AFTER_BS.finditer(text) if odd_backslashes(text, m.start())]
+    if not cuts:
+        return text, False
+    parts = []
+    pos = 0
+    for i in cuts:
+        parts.append(text[pos:i])
+        pos = i + 1
+    parts.append(text[pos:])
+    return _ESCAPED_PCT.join(parts), True
+
+
+def odd_backslashes(s: str, i: int) -> bool:
+    """True when the run of backslashes ending just before ``i`` has odd length."""
+    j = i - 1
+    while j >= 0 and s[j] == "\\":
+        j -= 1
+    return (i - 1 - j) % 2 == 1
 
 
 def strip_comments(text: str) -> tuple[str, int]:
@@ -52,21 +74,16 @@ def strip_comments(text: str) -> tuple[str, int]:
     A line that is only a comment disappears with its newline; an inline
     comment also takes the line end and the next line's indentation (TeX
     semantics), except before a blank line, so paragraph breaks survive (also when
-    whole-line comments sit between the two). Escapes are set aside first (``\\%``,
-    and ``\\\\`` pairs when one precedes a ``%``), so two C-level substitutions do the
-    work; a Python loop over every ``%`` is ~3x slower.
+    whole-line comments sit between the two). Escaped percents are set aside first (a
+    ``%`` after an odd run of backslashes; ``\\\\%`` is a line break, then a comment), so
+    two C-level substitutions do the work; a Python loop over every ``%`` is ~3x slower.
     """
     if "%" not in text:
         return text, 0
     # Always one regex pass: it is cheaper than testing for its five triggers with `in`,
     # and regex searches beat str.replace/`in` on text full of backslashes.
     text = _VERB_LIKE.sub(_protect_pct, text)
-    escaped = _ESC_PCT.search(text) is not None
-    pairs = escaped and _PAIR_PCT.search(text) is not None  # "\\\\%": a line break, then a comment
-    if pairs:
-        text = _BS_PAIRS.sub(_BS_PAIR, text)
-    if escaped:
-        text = _ESC_PCT.sub(_BS_PCT, text)
+    text, escaped = _set_aside_escaped_pct(text)
     first = _FIRST_LINE_COMMENT.match(text) is not None  # give it a line break to go with
     if first:
         text = "\n" + text
@@ -75,9 +92,7 @@ def strip_comments(text: str) -> tuple[str, int]:
         text = text[1:]
     text, n_inline = _INLINE_COMMENT.subn("", text)
     if escaped:
-        text = text.replace(_BS_PCT, "\\%")
-    if pairs:
-        text = text.replace(_BS_PAIR, "\\\\")
+        text = text.replace(_ESCAPED_PCT, "%")
     return text, n_lines + n_inline
 
 
