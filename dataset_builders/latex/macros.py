@@ -231,7 +231,7 @@ def _scan_pattern(prefixes: frozenset, other_names: bool) -> re.Pattern:
 class _Template:
     """A macro body split at its parameters, ready to be filled."""
 
-    __slots__ = ("nargs", "default", "parts", "rescan")
+    __slots__ = ("nargs", "default", "parts", "rescan", "literal")
 
     def __init__(self, macro: Macro, names) -> None:
         self.nargs = macro.nargs
@@ -260,6 +260,9 @@ class _Template:
             isinstance(p, str) and "\\" in p and any(n in names for n in _CSEQ.findall(p))
             for p in parts
         )
+        # a body without parameters that calls no user macro: the call is replaced by it
+        plain = len(parts) == 1 and not self.nargs and self.default is None and not self.rescan
+        self.literal = parts[0] if plain else None
 
     def fill(self, args: list[str]) -> str:
         out = []
@@ -315,7 +318,6 @@ class Expander:
         out: list[str] = []
         pos = 0
         n = len(s)
-        memo = self.memo
         for m in self.pattern.finditer(s):
             t = templates.get(m.group(1))
             if t is None:
@@ -326,62 +328,21 @@ class Expander:
             if start and s[start - 1] == "\\" and odd_backslashes(s, start):
                 continue  # "\\name" is a line break followed by text
             i = m.end()
-            args: list[str] = []
-            if t.default is not None:
-                opt, i = read_optional(s, i)
-                args.append(t.default if opt is None else opt)
-            need = t.nargs
-            while len(args) < need:
-                if i < n and s[i] == "{":  # fast path: the argument follows directly
-                    g = _SIMPLE_GROUP.match(s, i)  # no nested or escaped braces: one C call
-                    if g is not None:
-                        args.append(g.group(1))
-                        i = g.end()
-                        continue
-                    e = match_brace(s, i)
-                    if e < 0:
-                        break
-                    args.append(s[i + 1 : e - 1])
-                    i = e
-                    continue
-                group = read_group(s, i)
-                if group is None:
-                    break
-                args.append(group[0])
-                i = group[1]
-            self.expanded += 1
-            if self.expanded > self.budget:
-                raise LatexError("macro_recursion", f"expansion budget of {self.budget} exhausted")
-            if depth >= self.max_depth:
-                raise LatexError(
-                    "macro_recursion", f"expansion nested deeper than {self.max_depth}"
-                )
-            hit = key = None
-            if args and depth == 0 and sum(map(len, args)) <= _MEMO_CHARS:
-                key = (t, *args)  # a call repeated in the text (same arguments) is reused
-                hit = memo.get(key)
-            if hit is not None:
-                result, nested, produced = hit
-                self.expanded += nested
+            literal = t.literal
+            if literal is not None:  # no arguments, no nested calls: nothing to read or memoise
+                self.expanded += 1
                 if self.expanded > self.budget:
                     raise LatexError(
                         "macro_recursion", f"expansion budget of {self.budget} exhausted"
                     )
-                self.produced += produced
-            else:
-                e0, p0 = self.expanded, self.produced
-                if args:
-                    for k, a in enumerate(args):
-                        if "\\" in a:
-                            args[k] = self.expand(a, depth + 1)
-                    result = t.fill(args)
-                else:
-                    result = t.fill(args) if len(t.parts) > 1 else t.parts[0]
-                if t.rescan:
-                    result = self.expand(result, depth + 1)
+                if depth >= self.max_depth:
+                    raise LatexError(
+                        "macro_recursion", f"expansion nested deeper than {self.max_depth}"
+                    )
+                result = literal
                 self.produced += len(result)
-                if key is not None and len(memo) < _MEMO_ENTRIES and len(result) <= _MEMO_CHARS:
-                    memo[key] = (result, self.expanded - e0, self.produced - p0)
+            else:
+                result, i = self._call(t, s, i, n, depth)
             if self.produced > self.max_chars:
                 raise LatexError("macro_recursion", "expansion output too large")
             if start > pos:
@@ -398,6 +359,67 @@ class Expander:
             return s
         out.append(s[pos:])
         return "".join(out)
+
+    def _call(self, t: _Template, s: str, i: int, n: int, depth: int) -> tuple[str, int]:
+        """Read the arguments of a call of ``t`` ending at ``i``; (expansion, end of the call)."""
+        memo = self.memo
+        args: list[str] = []
+        if t.default is not None:
+            opt, i = read_optional(s, i)
+            args.append(t.default if opt is None else opt)
+        need = t.nargs
+        while len(args) < need:
+            if i < n and s[i] == "{":  # fast path: the argument follows directly
+                g = _SIMPLE_GROUP.match(s, i)  # no nested or escaped braces: one C call
+                if g is not None:
+                    args.append(g.group(1))
+                    i = g.end()
+                    continue
+                e = match_brace(s, i)
+                if e < 0:
+                    break
+                args.append(s[i + 1 : e - 1])
+                i = e
+                continue
+            group = read_group(s, i)
+            if group is None:
+                break
+            args.append(group[0])
+            i = group[1]
+        self.expanded += 1
+        if self.expanded > self.budget:
+            raise LatexError("macro_recursion", f"expansion budget of {self.budget} exhausted")
+        if depth >= self.max_depth:
+            raise LatexError(
+                "macro_recursion", f"expansion nested deeper than {self.max_depth}"
+            )
+        hit = key = None
+        if args and depth == 0 and sum(map(len, args)) <= _MEMO_CHARS:
+            key = (t, *args)  # a call repeated in the text (same arguments) is reused
+            hit = memo.get(key)
+        if hit is not None:
+            result, nested, produced = hit
+            self.expanded += nested
+            if self.expanded > self.budget:
+                raise LatexError(
+                    "macro_recursion", f"expansion budget of {self.budget} exhausted"
+                )
+            self.produced += produced
+        else:
+            e0, p0 = self.expanded, self.produced
+            if args:
+                for k, a in enumerate(args):
+                    if "\\" in a:
+                        args[k] = self.expand(a, depth + 1)
+                result = t.fill(args)
+            else:
+                result = t.fill(args) if len(t.parts) > 1 else t.parts[0]
+            if t.rescan:
+                result = self.expand(result, depth + 1)
+            self.produced += len(result)
+            if key is not None and len(memo) < _MEMO_ENTRIES and len(result) <= _MEMO_CHARS:
+                memo[key] = (result, self.expanded - e0, self.produced - p0)
+        return result, i
 
 
 _IF_NEXT = re.compile(r"\\@if(nextchar|star)(?![A-Za-z@])")

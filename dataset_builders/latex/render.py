@@ -392,6 +392,8 @@ STATIC_DISPATCH = _static_dispatch()
 _INLINE_MATH_AT = re.compile(r"\$(?!\$)(?:[^$\\\n]++|\\.|\n(?![ \t]*\n))*+\$", re.S)
 _CITE_ARGS_AT = re.compile(r"\*?(?:[ \t]*\[[^\[\]{}\\]*\]){0,2}[ \t]*\{[^{}\\]*\}")
 _ONE_ARG_AT = re.compile(r"\*?[ \t]*\{[^{}\\]*\}")
+_PLAIN_ARG_AT = re.compile(r"[ \t]*\{[^{}\\]*\}")  # a brace group without braces or escapes
+_TEXT_ARG_AT = re.compile(r"[ \t]*\{([^{}\\$]*)\}")  # ... and without anything to render
 
 
 class Renderer:
@@ -406,6 +408,8 @@ class Renderer:
         self.abstract: str | None = None
         self.theorems = {**THEOREM_DEFAULTS, **defs.theorems}
         self._close_map: dict[int, int] | None = None
+        # "{" inside a group already matched -> (index after its "}", scan steps)
+        self._inner_closes: dict[int, tuple[int, int]] = {}
         self._scan_budget = 4 * len(s) + 100_000  # brace-matching work before building a full map
         self.n = dict(
             math_blocks=0,
@@ -427,7 +431,9 @@ class Renderer:
 
         Matched on demand (most groups are short); once the work spent exceeds a
         budget proportional to the text (deeply nested or unbalanced input), one
-        full pass builds a map, so total work stays linear.
+        full pass builds a map, so total work stays linear. A scan over a nested group
+        also records the groups inside it, with the work a scan of each would take, so
+        rendering them later looks them up instead of scanning again.
         """
         m = self._close_map
         if m is not None:
@@ -435,20 +441,28 @@ class Renderer:
         g = _FLAT_GROUP.match(self.s, j)  # most groups hold no nested or escaped braces
         if g is not None:
             return g.end()
-        depth = 0
+        inner = self._inner_closes
+        hit = inner.get(j)
+        if hit is not None:
+            self._scan_budget -= hit[1]
+            if self._scan_budget < 0:
+                self._close_map = self._brace_map(self.s)
+            return hit[0]
         steps = 0
+        opens: list[tuple[int, int]] = []  # (position of "{", its step)
         for t in _BRACE_OR_ESC.finditer(self.s, j):
             steps += 1
             c = t.group()
             if c == "{":
-                depth += 1
+                opens.append((t.start(), steps))
             elif c == "}":
-                depth -= 1
-                if depth == 0:
+                k, first = opens.pop()
+                if not opens:
                     self._scan_budget -= steps
                     if self._scan_budget < 0:
                         self._close_map = self._brace_map(self.s)
                     return t.end()
+                inner[k] = (t.end(), steps - first + 1)
         self._close_map = self._brace_map(self.s)  # unbalanced: never scan to the end twice
         return -1
 
@@ -586,12 +600,21 @@ class Renderer:
                     if data == "{":
                         a = _ONE_ARG_AT.match(s, i, end)
                         pos = a.end() if a else self._skip(i, end, data)
+                    elif data == "[{":  # most often no optional argument, a simple group
+                        a = _PLAIN_ARG_AT.match(s, i, end)
+                        pos = a.end() if a else self._skip(i, end, data)
                     else:
                         pos = self._skip(i, end, data)
                 elif kind == K_HANDLER:
                     pos = data(self, i, end, out, depth)
                 elif kind == K_UNWRAP:
                     spec, k = data
+                    if spec == "{":  # \emph{plain words}: the text as it is
+                        a = _TEXT_ARG_AT.match(s, i, end)
+                        if a is not None:
+                            out.append(a.group(1))
+                            pos = a.end()
+                            continue
                     args, pos = self._args(i, end, spec)
                     a = args[k]
                     if a:
@@ -647,7 +670,10 @@ class Renderer:
                 elif e - i == 1:  # empty group
                     pos = e
                 else:
-                    out.append(self.render(i, e - 1, depth + 1))
+                    if depth < MAX_DEPTH and search(s, i, e - 1) is None:  # plain text
+                        out.append(s[i : e - 1])
+                    else:
+                        out.append(self.render(i, e - 1, depth + 1))
                     pos = e
             else:  # stray '}'
                 self.n["unbalanced"] += 1
