@@ -7,9 +7,15 @@ many sections, math, comments, figures, appendix, bibliography), then:
   same corpus in the same run, single process, and prints MB/s and the ratio;
 * checks the output of both for expanded macros, removed comments, kept
   ``\\%``, dropped bibliography/appendix, every section kept and intact math;
-* times ``clean_project`` with 1 and 2 worker processes.
+* times ``clean_project`` with 1 and 2 worker processes;
+* times both cleaners on real papers read at run time (``--real``; by default the
+  LEGWORK paper and the arxiv-latex-cleaner fixture under
+  ``../shared/data/arxiv-samples`` next to the repository, skipped with a note when
+  absent), prints MB/s of both and the ratio per paper, and checks their output
+  against facts read from each paper's source.
 
 Usage: python benchmarks/bench_latex_cleaner.py [--mb 4] [--seed 0] [--repeat 3]
+       [--real PATH ...] [--real-repeat 20]
 Timings are printed, never asserted. Single-process figures are CPU time, so
 other load on the machine does not distort the ratio; the worker-process
 figures are wall time and do depend on free cores.
@@ -25,7 +31,8 @@ import re
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
 
 from dataset_builders.latex import LatexError, clean_project  # noqa: E402
 
@@ -237,6 +244,137 @@ def quality(out: str, src: bytes, truth: dict) -> dict[str, bool]:
     }
 
 
+# ----------------------------------------------------------------------------- real papers
+
+SAMPLES = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "arxiv-samples"))
+DEFAULT_REAL = (
+    os.path.join(SAMPLES, "TeamLEGWORK__LEGWORK-paper", "ms.tex"),
+    os.path.join(SAMPLES, "google-research__arxiv-latex-cleaner", "input_main.tex"),
+)
+REAL_CHECKS = (
+    "macros expanded",
+    "no comments left",
+    "\\% kept as percent",
+    "back matter dropped",
+    "all sections kept",
+    "display math kept",
+)
+_DEFINED = re.compile(
+    r"\\(?:(?:re)?newcommand|providecommand|DeclareMathOperator)\*?\s*\{?\s*\\([A-Za-z]+)"
+    r"|\\def\s*\\([A-Za-z]+)"
+)
+_COMMENT_TEXT = re.compile(r"(?<!\\)%[ \t]*([^\n]*\S)")
+_BACK = re.compile(
+    r"\\appendix(?![A-Za-z])|\\begin\{(?:thebibliography|appendix|appendices)\}|\\bibliography\{"
+)
+_SIMPLE_TITLE = re.compile(
+    r"\\(?:section|subsection|subsubsection)\*?\{([^{}\\$%]{3,})\}"
+)
+_DISPLAY = re.compile(
+    r"\\begin\{(equation|align|gather|multline|eqnarray)(\*?)\}(.*?)\\end\{\1\2\}", re.S
+)
+_USER_CS = re.compile(r"\\([A-Za-z]+)")
+
+
+def real_facts(src: str) -> dict:
+    """What a clean version of a paper should show, read from its source with simple rules."""
+    body_start = src.find("\\begin{document}")
+    macros = sorted({a or b for a, b in _DEFINED.findall(src)})
+    uncommented = _COMMENT_TEXT.sub("", src)
+    comments = [
+        c
+        for c in _COMMENT_TEXT.findall(src[max(body_start, 0) :])
+        if len(c) >= 16 and c not in uncommented  # text that only a comment holds
+    ]
+    back = _BACK.search(src, max(body_start, 0))
+    front = uncommented[: back.start()] if back is not None else uncommented
+    user = set(macros)
+    maths = []
+    for m in _DISPLAY.finditer(uncommented[: len(front)]):
+        lines = [ln.strip() for ln in m.group(3).splitlines()]
+        lines = [
+            ln
+            for ln in lines
+            if len(ln) >= 8 and "\\label" not in ln and not user & set(_USER_CS.findall(ln))
+        ]
+        if lines:
+            maths.append(max(lines, key=len))
+    return {
+        "macros": macros,
+        "comments": comments,
+        "pct": "\\%" in uncommented,
+        "back": back is not None,
+        "titles": _SIMPLE_TITLE.findall(front),
+        "maths": maths,
+    }
+
+
+def real_quality(out: str, facts: dict) -> dict[str, tuple[int, int]]:
+    """(items passing, items checked) per check."""
+    heads = out.splitlines()
+    flat = " ".join(out.split())
+    return {
+        "macros expanded": (
+            sum(re.search(r"\\" + n + r"(?![A-Za-z])", out) is None for n in facts["macros"]),
+            len(facts["macros"]),
+        ),
+        "no comments left": (
+            sum(c not in out for c in facts["comments"]),
+            len(facts["comments"]),
+        ),
+        "\\% kept as percent": (int(facts["pct"] and "%" in out), int(facts["pct"])),
+        "back matter dropped": (
+            int(re.search(r"\\bibitem|\\appendix|\\bibliography\{", out) is None)
+            if facts["back"]
+            else 0,
+            int(facts["back"]),
+        ),
+        "all sections kept": (
+            sum(" ".join(t.split()) in flat or any(t in h for h in heads) for t in facts["titles"]),
+            len(facts["titles"]),
+        ),
+        "display math kept": (sum(m in out for m in facts["maths"]), len(facts["maths"])),
+    }
+
+
+def real_papers(paths: list[str], repeat: int, given: bool) -> None:
+    print("\nreal papers, 1 process, CPU time (best of 3 passes of", repeat, "runs each):")
+    found = [p for p in paths if os.path.isfile(p)]
+    for p in paths:
+        if p not in found:
+            print(f"  skipped: {p} not found" + ("" if given else " (pass --real PATH ...)"))
+    if not found:
+        return
+    print(f"  {'paper':<44}{'KB':>7}{'ours MB/s':>11}{'regex MB/s':>12}{'ratio':>8}")
+    tables = []
+    for p in found:
+        with open(p, "rb") as f:
+            data = f.read()
+        name = os.path.join(os.path.basename(os.path.dirname(p)), os.path.basename(p))
+        ours(data), regex_clean(data)  # warm caches
+        t_ours = best_time(ours, [data] * repeat, 3) / repeat
+        t_regex = best_time(regex_clean, [data] * repeat, 3) / repeat
+        mb = len(data) / 1e6
+        print(
+            f"  {name[-44:]:<44}{len(data) / 1e3:>7.1f}{mb / t_ours:>11.2f}{mb / t_regex:>12.2f}"
+            f"{t_regex / t_ours:>7.2f}x"
+        )
+        if not regex_clean(data):
+            print(f"  {'':<44}(the regex baseline returns no text here: no section heading)")
+        facts = real_facts(data.decode("utf-8", errors="replace"))
+        tables.append((name, real_quality(ours(data), facts), real_quality(regex_clean(data), facts)))
+    print("  (goal: ratio >= 0.5x)")
+    for name, q_ours, q_regex in tables:
+        print(f"\noutput quality on {name} (items passing, of items found in the source):")
+        print(f"  {'check':<24}{'clean_project':>15}{'regex':>10}")
+        for c in REAL_CHECKS:
+            (a, n), (b, _) = q_ours[c], q_regex[c]
+            if n:
+                print(f"  {c:<24}{f'{a}/{n}':>15}{f'{b}/{n}':>10}")
+            else:
+                print(f"  {c:<24}{'n/a':>15}{'n/a':>10}")
+
+
 # ----------------------------------------------------------------------------- timing
 
 
@@ -284,6 +422,17 @@ def main(argv=None) -> None:
     ap.add_argument("--mb", type=float, default=4.0, help="corpus size in MB (default 4)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3, help="timing repeats, best is reported")
+    ap.add_argument(
+        "--real",
+        nargs="*",
+        metavar="PATH",
+        default=None,
+        help="real .tex files to time as well (read at run time; default: the LEGWORK paper "
+        "and input_main.tex under ../shared/data/arxiv-samples, when present)",
+    )
+    ap.add_argument(
+        "--real-repeat", type=int, default=20, help="runs per timing pass on each real paper"
+    )
     args = ap.parse_args(argv)
 
     corpus = make_corpus(args.mb, args.seed)
@@ -314,6 +463,12 @@ def main(argv=None) -> None:
     print(f"  {'check':<24}{'clean_project':>15}{'regex':>10}")
     for c in CHECKS:
         print(f"  {c:<24}{q_ours[c]:>15}{q_regex[c]:>10}")
+
+    real_papers(
+        list(args.real) if args.real is not None else list(DEFAULT_REAL),
+        args.real_repeat,
+        args.real is not None,
+    )
 
     t1 = pool_time(items, 1, args.repeat)
     t2 = pool_time(items, 2, args.repeat)
