@@ -238,7 +238,6 @@ def resolve_conditionals(text: str, stats: dict, _rounds: int = 0) -> str:
 # --------------------------------------------------------------------------- braces & arguments
 
 # Branches start with literals so that searching skips ahead fast (see render._TOKEN).
-_BRACE_TOKEN = re.compile(r"\\.|\{|\}", re.S)
 _BRACKET_TOKEN = re.compile(r"\\.|\{|\}|\]", re.S)
 _WS = re.compile(
     r"[ \t]*\n?[ \t]*"
@@ -246,18 +245,27 @@ _WS = re.compile(
 _CS = re.compile(r"\\(?:[A-Za-z@]+|.)", re.S)
 
 
+# Up to the next brace that matters for nesting: text, escapes (``\\.``) and whole groups
+# without nested braces are consumed in C, so the Python loop runs once per nested group
+# boundary instead of once per brace or control sequence.
+_NEXT_BRACE = re.compile(r"(?:[^{}\\]++|\\.|\{(?:[^{}\\]++|\\.)*+\})*+([{}])", re.S)
+
+
 def match_brace(s: str, i: int) -> int:
     """``s[i] == '{'``; index just after the matching ``}``, or -1."""
-    depth = 0
-    for m in _BRACE_TOKEN.finditer(s, i):
-        c = m.group()
-        if c == "{":
+    depth = 1
+    pos = i + 1
+    while True:
+        m = _NEXT_BRACE.match(s, pos)
+        if m is None:
+            return -1
+        pos = m.end()
+        if m.group(1) == "{":
             depth += 1
-        elif c == "}":
+        else:
             depth -= 1
             if depth == 0:
-                return m.end()
-    return -1
+                return pos
 
 
 def match_bracket(s: str, i: int) -> int:
