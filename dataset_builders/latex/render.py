@@ -40,7 +40,11 @@ REF_MARK = "[ref]"
 # Scanning patterns are alternations whose branches all start with a literal character:
 # the regex engine then skips ahead with a fast first-character test (a branch starting with
 # a character class, like "[{}$]", disables that and costs ~1.5x on every byte scanned).
-_TOKEN = re.compile(r"\\(?:[A-Za-z@]+|.)|\{|\}|\$", re.S)
+# A "$" token is the whole inline formula when one follows ("$" only, then "$$" or an
+# unbalanced "$"); that branch starts with a literal too.
+_TOKEN = re.compile(
+    r"\\(?:[A-Za-z@]+|.)|\{|\}|\$(?!\$)(?:[^$\\\n]++|\\.|\n(?![ \t]*\n))*+\$|\$", re.S
+)
 _BRACE_OR_ESC = re.compile(r"\\[\\{}]|\{|\}")
 _LABEL = re.compile(r"\\label\s*\{[^{}]*\}")
 _FLAT_GROUP = re.compile(r"\{(?:[^{}\\]++|\\[^{}])*+\}")  # a group without nested or escaped braces
@@ -387,9 +391,8 @@ def _static_dispatch() -> dict[str, tuple[int, Any]]:
 STATIC_DISPATCH = _static_dispatch()
 
 # Simple complete forms matched at a token position in one step (no Python argument
-# parsing): the token regex itself stays a plain alternation so the engine can skip
-# quickly to the next backslash, brace or dollar.
-_INLINE_MATH_AT = re.compile(r"\$(?!\$)(?:[^$\\\n]++|\\.|\n(?![ \t]*\n))*+\$", re.S)
+# parsing): the token regex itself keeps branches that start with a literal so the engine
+# can skip quickly to the next backslash, brace or dollar.
 _CITE_ARGS_AT = re.compile(r"\*?(?:[ \t]*\[[^\[\]{}\\]*\]){0,2}[ \t]*\{[^{}\\]*\}")
 _ONE_ARG_AT = re.compile(r"\*?[ \t]*\{[^{}\\]*\}")
 _PLAIN_ARG_AT = re.compile(r"[ \t]*\{[^{}\\]*\}")  # a brace group without braces or escapes
@@ -593,18 +596,16 @@ class Renderer:
                         pos = self._unknown(tok, i, end, out, depth)
                     continue
                 kind, data = kd
-                if kind == K_TEXT:
-                    out.append(data)
-                    pos = i
-                elif kind == K_DROP:
-                    if data == "{":
-                        a = _ONE_ARG_AT.match(s, i, end)
-                        pos = a.end() if a else self._skip(i, end, data)
-                    elif data == "[{":  # most often no optional argument, a simple group
-                        a = _PLAIN_ARG_AT.match(s, i, end)
-                        pos = a.end() if a else self._skip(i, end, data)
-                    else:
-                        pos = self._skip(i, end, data)
+                if kind == K_CITE:
+                    a = _CITE_ARGS_AT.match(s, i, end)
+                    pos = a.end() if a else self._skip(i, end, "*[[{")
+                    out.append(CITE_MARK)
+                    n["cites"] += 1
+                elif kind == K_REF:
+                    a = _ONE_ARG_AT.match(s, i, end)
+                    pos = a.end() if a else self._skip(i, end, "*{")
+                    out.append(REF_MARK)
+                    n["refs"] += 1
                 elif kind == K_HANDLER:
                     pos = data(self, i, end, out, depth)
                 elif kind == K_UNWRAP:
@@ -622,16 +623,18 @@ class Renderer:
                             out.append(s[a[0] : a[1]])
                         else:
                             out.append(self.render(a[0], a[1], depth + 1))
-                elif kind == K_CITE:
-                    a = _CITE_ARGS_AT.match(s, i, end)
-                    pos = a.end() if a else self._skip(i, end, "*[[{")
-                    out.append(CITE_MARK)
-                    n["cites"] += 1
-                elif kind == K_REF:
-                    a = _ONE_ARG_AT.match(s, i, end)
-                    pos = a.end() if a else self._skip(i, end, "*{")
-                    out.append(REF_MARK)
-                    n["refs"] += 1
+                elif kind == K_TEXT:
+                    out.append(data)
+                    pos = i
+                elif kind == K_DROP:
+                    if data == "{":
+                        a = _ONE_ARG_AT.match(s, i, end)
+                        pos = a.end() if a else self._skip(i, end, data)
+                    elif data == "[{":  # most often no optional argument, a simple group
+                        a = _PLAIN_ARG_AT.match(s, i, end)
+                        pos = a.end() if a else self._skip(i, end, data)
+                    else:
+                        pos = self._skip(i, end, data)
                 elif kind == K_SECTION:
                     pos = self._section(name, i, end, out, depth)
                 elif kind == K_ACCENT:
@@ -648,15 +651,13 @@ class Renderer:
                 else:  # K_MATH: \( or \[
                     pos = self._delimited_math(m.start(), i, end, out, *data)
             elif c == "$":
-                a = _INLINE_MATH_AT.match(s, m.start(), end)
-                if a is not None:
-                    tok = a.group()
+                if len(tok) > 1:  # inline math, matched whole by the token pattern
                     if "\\label" in tok:
                         tok = _LABEL.sub("", tok)
                     raw.append(tok)
                     out.append(RAW_OPEN + str(len(raw) - 1) + RAW_CLOSE)
                     n["math_blocks"] += 1
-                    pos = a.end()
+                    pos = i
                 else:
                     pos = self._dollar(m.start(), end, out)
             elif c == "{":
