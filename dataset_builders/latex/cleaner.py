@@ -11,7 +11,6 @@ from .render import Renderer
 from .tex import read_group, read_optional, resolve_conditionals, strip_tex_programming
 
 _BEGIN_DOC = re.compile(r"\\begin\s*\{document\}")
-_END_DOC = re.compile(r"\\end\s*\{document\}")
 _DOCCLASS_LINE = re.compile(r"\\document(?:class|style)(?![A-Za-z@])")
 _BIB = re.compile(
     r"\\begin\s*\{(?:thebibliography|references)\}|\\bibliography\s*\{|"
@@ -83,10 +82,27 @@ def _split_document(text: str) -> tuple[str, str]:
         nl = text.find("\n", d.end())
         return text[: nl if nl >= 0 else len(text)], text[nl + 1 :] if nl >= 0 else ""
     preamble, body = text[: m.start()], text[m.end() :]
-    e = _END_DOC.search(body)
-    if e is not None:
-        body = body[: e.start()]
+    e = _end_document(body)
+    if e >= 0:
+        body = body[:e]
     return preamble, body
+
+
+def _end_document(body: str) -> int:
+    """Start of the first match of ``\\\\end\\s*\\{document\\}`` in ``body``, or -1.
+
+    Found from the rare ``{document}`` with str.find, then a look back: a regex search
+    would stop at every backslash of the body on the way.
+    """
+    i = body.find("{document}")
+    while i >= 0:
+        j = i
+        while j > 0 and body[j - 1].isspace():  # what \s matches
+            j -= 1
+        if j >= 4 and body.startswith("\\end", j - 4):
+            return j - 4
+        i = body.find("{document}", i + 1)
+    return -1
 
 
 def _first_back_matter(body: str) -> tuple[re.Match | None, re.Match | None]:
