@@ -360,7 +360,7 @@ def real_papers(paths: list[str], repeat: int, given: bool) -> None:
             f"{t_regex / t_ours:>7.2f}x"
         )
         if not regex_clean(data):
-            print(f"  {'':<44}(the regex baseline returns no text here: no section heading)")
+            print("    (the regex baseline returns no text for this paper: it has no section heading)")
         facts = real_facts(data.decode("utf-8", errors="replace"))
         tables.append((name, real_quality(ours(data), facts), real_quality(regex_clean(data), facts)))
     print("  (goal: ratio >= 0.5x)")
