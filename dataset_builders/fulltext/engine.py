@@ -79,7 +79,7 @@ def run_ray(units: list[Unit], work_dir: Path, limits: Limits, keep_appendix: bo
             if address:
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
             else:
-                ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING)
+                ray.init(address="local", num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"the Ray cluster at {address}" if address else "a local Ray"
             raise InputError(f"cannot start or reach {where}: {str(e).splitlines()[0] if str(e) else e!r}") from None
