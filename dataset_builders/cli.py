@@ -92,29 +92,35 @@ def _add_build(sub) -> None:
                    help="answer cache (default: $QWENPHYSICS_CACHE/teacher-cache.sqlite); reruns ask nothing twice")
     t.add_argument("--max-papers", type=int, default=None, metavar="N",
                    help="ask about the first N selected papers only")
+    t.add_argument("--qa-batch", type=int, default=None, metavar="N",
+                   help="with --executor ray: papers per Ray task (default 32)")
 
 
 def cmd_build(args) -> int:
     spec = spec_mod.load(args.spec)
     if spec.source != "metadata":
         return cmd_build_fulltext(spec, args)
-    given = (("--executor", args.executor != "local"), ("--ray-address", args.ray_address),
-             ("--slurm-option", args.slurm_option), ("--months", args.months),
-             ("--requester-pays", args.requester_pays))
+    generator = spec.options.get("generator")
+    teacher = generator == "teacher"
+    given = (("--executor", args.executor != "local" and not teacher),
+             ("--ray-address", args.ray_address and not teacher), ("--slurm-option", args.slurm_option),
+             ("--months", args.months), ("--requester-pays", args.requester_pays),
+             ("--qa-batch", args.qa_batch is not None and not teacher))
     engine_flags = [flag for flag, on in given if on]
     if engine_flags:
-        raise InputError(f"{engine_flags[0]} is for full-text specs (LaTeX sources); spec {spec.name} reads metadata "
-                         "on this machine")
+        raise InputError(f"{engine_flags[0]} is not for spec {spec.name}: the engines run the full-text map "
+                         "(--executor, --months, ...) and the physics-qa teacher's questions (--executor ray)")
     check_inputs(args.input)
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
-    generator = spec.options.get("generator")
-    if generator == "teacher":
+    if teacher:
         opts = qa_build.TeacherOptions(
             urls=args.teacher_url, model=args.teacher_model, key_env=args.teacher_key_env, gguf=args.teacher_gguf,
             parallel=args.teacher_parallel, ctx_per_slot=args.teacher_ctx, concurrency=args.teacher_concurrency,
             timeout=args.teacher_timeout, retries=args.teacher_retries, cache=args.teacher_cache,
-            max_papers=args.max_papers, log=args.out.parent / f"{args.out.name}.teacher.log")
+            max_papers=args.max_papers, log=args.out.parent / f"{args.out.name}.teacher.log",
+            executor=args.executor, ray_address=args.ray_address, batch=32 if args.qa_batch is None else args.qa_batch,
+            workers=args.workers or default_workers())
         qa_build.check_options(opts)
         check_out(args.out, args.input)
         res = qa_build.build_physics_qa(spec, args.input, args.out, opts, limit=args.limit,
@@ -150,6 +156,8 @@ def cmd_build_fulltext(spec: spec_mod.Spec, args) -> int:
     """`build` for full-text and mixture specs: LaTeX sources (+ metadata) -> a context."""
     if not args.input:
         raise InputError("no input given: pass LaTeX sources with --input PATH (repeatable)")
+    if args.qa_batch is not None:
+        raise InputError(f"--qa-batch is for physics-qa (the teacher's questions), not spec {spec.name}")
     workers = default_workers() if args.workers is None else args.workers
     engine = Engine(executor=args.executor, workers=workers, ray_address=args.ray_address,
                     access=Access(requester_pays=args.requester_pays), months=parse_months(args.months),

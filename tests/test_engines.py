@@ -22,7 +22,7 @@ import requests
 
 from dataset_builders.fulltext.remote import month_key, parse_months
 from dataset_builders.records import InputError
-from qwenphysics.core.llama_server import free_port
+from qwenphysics.core.llama_server import LlamaServer, free_port
 from tests.test_builders_fulltext import eprint, files_of, meta, paper_tex, write_meta, write_shard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -333,3 +333,49 @@ def test_slurm_scripts_run_as_slurm_runs_them(tmp_path, corpus, local_out):
     assert r.returncode == 0, r.stderr
     assert len(re.findall(r"\] \S+: done earlier", r.stderr)) == 4 and files_of(out) == local_out
 
+
+
+# ----------------------------------------------------------------------------- slow: the teacher on Ray
+
+@pytest.mark.slow
+def test_teacher_questions_asked_in_batches_on_ray(tmp_path, qa_build):
+    """physics-qa with --executor ray: each Ray task asks the teacher server for a batch of
+    papers: the papers the local route asks about, no more, no fewer. (A teacher's sampled
+    answers differ between servers with different slots, so the outputs are compared for
+    the same answers: the local route rerun on the cache the Ray route filled.)"""
+    with LlamaServer(qa_build.gguf, parallel=2, log=tmp_path / "teacher.log") as server:
+        env = {**os.environ, "QP_TEACHER_KEY": server.api_key}
+        cmd = ["--spec", str(qa_build.spec), "--input", str(qa_build.input), "--teacher-url", server.base_url,
+               "--teacher-key-env", "QP_TEACHER_KEY", "--executor", "ray", "--workers", "2", "--qa-batch", "4"]
+        cache = tmp_path / "c.sqlite"
+        p = run_build(*cmd, "--out", str(tmp_path / "ray"), "--teacher-cache", str(cache), env=env, timeout=600)
+        assert p.returncode == 0, p.stderr
+        batches = re.findall(r"\[qa batch (\d+)/(\d+)\] (\d+) papers: (\d+) answered", p.stderr)
+        assert len(batches) >= 2 and len({b[1] for b in batches}) == 1 and len(batches) == int(batches[0][1])
+        asked = sum(int(b[2]) for b in batches)
+        m = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+        t = m["teacher"]
+        answered = sum(int(b[3]) for b in batches)
+        assert t["papers_answered_from_cache"] == answered and t["papers_asked"] == asked - answered
+        assert api_key_absent(server.api_key, tmp_path)
+        local = json.loads((qa_build.out / "manifest.json").read_text())
+        assert asked == local["teacher"]["papers_asked"] and m["counts"]["read"] == local["counts"]["read"]
+        # the same command again: every answer is cached, nothing goes to Ray
+        again = run_build(*cmd, "--out", str(tmp_path / "again"), "--teacher-cache", str(cache), env=env)
+        assert again.returncode == 0 and "nothing to ask on the cluster" in again.stderr, again.stderr
+        assert splits(files_of(tmp_path / "again")) == splits(files_of(tmp_path / "ray"))
+        # the local route on the answers the cluster fetched: asks nothing, writes the same
+        loc = run_build("--spec", str(qa_build.spec), "--input", str(qa_build.input), "--teacher-url",
+                        server.base_url, "--teacher-key-env", "QP_TEACHER_KEY", "--teacher-cache", str(cache),
+                        "--out", str(tmp_path / "local"), env=env)
+        assert loc.returncode == 0, loc.stderr
+        lt = json.loads((tmp_path / "local" / "manifest.json").read_text())["teacher"]
+        assert lt["requests_sent"] == 0 and splits(files_of(tmp_path / "local")) == splits(files_of(tmp_path / "ray"))
+    bad = run_build("--spec", str(qa_build.spec), "--input", str(qa_build.input), "--teacher-gguf",
+                    str(qa_build.gguf), "--executor", "ray", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "give --teacher-url" in bad.stderr.strip().splitlines()[-1]
+
+
+def api_key_absent(key: str, root: Path) -> bool:
+    return all(key not in f.read_text(errors="replace") for f in root.rglob("*")
+               if f.is_file() and f.suffix in (".json", ".md", ".jsonl", ".log") and f.name != "teacher.log")

@@ -22,17 +22,16 @@ route, picks up where a run stopped.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..cluster import ray_address, ray_session, reachable, task_error
 from ..latex import Limits
 from ..records import InputError
 from .inputs import Unit
@@ -44,21 +43,6 @@ RAY_RETRIES = 3
 SLURM_MAX_ARRAY = 1000  # Slurm's default MaxArraySize is 1001
 
 
-def reachable(address: str, timeout: float = 5.0) -> None:
-    """Refuse, in one line, a Ray address nothing answers at (`ray.init` would wait minutes)."""
-    if address in ("auto", "local"):
-        return
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise InputError(f"--ray-address {address}: give HOST:PORT of the cluster's head (ray start --head prints it)")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as e:
-        raise InputError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}): is `ray start --head` "
-                         "running there, and the port open?") from None
-
-
 def _ray_unit(unit: Unit, work_dir: str, limits: Limits, keep_appendix: bool, access: Access) -> ShardResult:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return process_shard(unit, work_dir, limits, keep_appendix, access)
@@ -67,24 +51,11 @@ def _ray_unit(unit: Unit, work_dir: str, limits: Limits, keep_appendix: bool, ac
 def run_ray(units: list[Unit], work_dir: Path, limits: Limits, keep_appendix: bool, *, workers: int,
             log: Callable[[str], None], access: Access, address: str | None = None) -> list[ShardResult]:
     """The map as Ray tasks; results in unit order, progress in completion order."""
-    import ray  # noqa: PLC0415 - about a second to import; only this route needs it
-
     work_dir = work_dir.resolve()
     p = plan(units, work_dir, limits, keep_appendix, log)
     if not p.todo:
         return p.ordered()
-    started = False
-    if not ray.is_initialized():
-        try:
-            if address:
-                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
-            else:
-                ray.init(address="local", num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            where = f"the Ray cluster at {address}" if address else "a local Ray"
-            raise InputError(f"cannot start or reach {where}: {str(e).splitlines()[0] if str(e) else e!r}") from None
-        started = True
-    try:
+    with ray_session(address, workers) as ray:
         task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_ray_unit)
         pending = {task.remote(u, str(work_dir), limits, keep_appendix, access): u for u in p.todo}
         while pending:
@@ -93,15 +64,10 @@ def run_ray(units: list[Unit], work_dir: Path, limits: Limits, keep_appendix: bo
                 unit = pending.pop(ref)
                 try:
                     r = ray.get(ref)
-                except ray.exceptions.RayTaskError as e:
-                    if isinstance(e.cause, InputError):
-                        raise e.cause from None
-                    raise
+                except Exception as e:
+                    raise task_error(ray, e, unit.label) from None
                 p.results[unit.name] = r
                 log(f"{p.position(unit.name)} {r.line()}")
-    finally:
-        if started:
-            ray.shutdown()
     remove_leftovers(work_dir, units)
     return p.ordered()
 
@@ -127,7 +93,7 @@ class Engine:
             raise InputError("--ray-address is for --executor ray")
         if self.slurm_options and self.executor != "slurm":
             raise InputError("--slurm-option is for --executor slurm")
-        if self.executor == "ray" and (address := self.ray_address or os.environ.get("RAY_ADDRESS")):
+        if self.executor == "ray" and (address := ray_address(self.ray_address)):
             reachable(address)
         if self.executor == "slurm" and not self.reduce_argv:
             raise InputError("--executor slurm runs from the command line (python -m dataset_builders build ...)")
@@ -137,7 +103,7 @@ class Engine:
         """The map's results in unit order; None when the map was handed to Slurm."""
         if self.executor == "ray":
             return run_ray(units, work_dir, limits, keep_appendix, workers=self.workers, log=log, access=self.access,
-                           address=self.ray_address or os.environ.get("RAY_ADDRESS") or None)
+                           address=ray_address(self.ray_address))
         if self.executor == "slurm":
             p = plan(units, work_dir, limits, keep_appendix, log)
             if not p.todo:

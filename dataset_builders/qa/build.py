@@ -32,10 +32,12 @@ from qwenphysics.hashing import sha256_file
 from qwenphysics.toolchain import cache_dir
 
 from .. import contamination, pipeline
+from ..cluster import ray_address, reachable
 from ..filters import category_check
 from ..records import Drop, Paper
 from ..spec import Spec
 from . import prompt
+from .distributed import Job, Teacher, ask_on_ray
 from .pairs import PairFilter, PairRules, parse
 
 
@@ -53,6 +55,10 @@ class TeacherOptions:
     cache: Path | None = None
     max_papers: int | None = None
     log: Path | None = None
+    executor: str = "local"  # or "ray": ask from a Ray cluster, a batch of papers per task
+    ray_address: str | None = None
+    batch: int = 32  # papers per Ray task
+    workers: int = 1  # CPUs of a Ray started for the run (no address)
 
 
 def default_cache() -> Path:
@@ -75,6 +81,19 @@ def check_options(opts: TeacherOptions) -> None:
         raise UserError("--teacher-timeout must be positive (seconds)")
     if opts.max_papers is not None and opts.max_papers < 1:
         raise UserError("--max-papers must be at least 1")
+    if opts.executor not in ("local", "ray"):
+        raise UserError(f"--executor {opts.executor}: physics-qa runs locally or on Ray (the teacher servers do "
+                        "the work; Slurm is for the full-text map)")
+    if opts.executor == "ray":
+        if opts.gguf is not None:
+            raise UserError("--executor ray asks teacher servers that are already running: give --teacher-url "
+                            "(repeatable, e.g. one per GPU node) instead of --teacher-gguf")
+        if opts.batch < 1:
+            raise UserError("--qa-batch must be at least 1")
+        if address := ray_address(opts.ray_address):
+            reachable(address)
+    elif opts.ray_address:
+        raise UserError("--ray-address is for --executor ray")
 
 
 class Generation:
@@ -97,23 +116,37 @@ class Generation:
             "teacher": self.teacher.identity, "sampling": self.teacher.sampling.as_dict(),
             "pairs": self.n_pairs, "schema": self.schema})
 
-    def _job(self, paper: Paper) -> tuple[Paper, Future | Answer, str]:
+    def request(self, paper: Paper) -> tuple[str, str, list[dict], int]:
+        """(text shown, cache key, messages, seed) for one paper."""
         text = paper.abstract[: self.max_text_chars]
-        key = self.key(paper, text)
+        seed = int.from_bytes(hashlib.blake2b(paper.id.encode(), digest_size=4).digest(), "big") & 0x7FFFFFFF
+        return text, self.key(paper, text), prompt.messages(paper.title, text, self.n_pairs), seed
+
+    def uncached(self, selected: Iterator[tuple[Paper, int]], max_papers: int | None) -> list[Job]:
+        """The requests of the papers `run` would ask about, whose answer is not cached."""
+        jobs = []
+        for n, (paper, _) in enumerate(selected, 1):
+            _, key, messages, seed = self.request(paper)
+            if self.cache.get(key) is None:
+                jobs.append(Job(key, paper.id, messages, seed))
+            if max_papers is not None and n >= max_papers:
+                break
+        return jobs
+
+    def _job(self, paper: Paper) -> tuple[Paper, Future | Answer, str]:
+        text, key, messages, seed = self.request(paper)
         self.texts[paper.id] = text
         cached = self.cache.get(key)
         if cached is not None:
             self.hits += 1
             return paper, Answer(text=cached), key
-        seed = int.from_bytes(hashlib.blake2b(paper.id.encode(), digest_size=4).digest(), "big") & 0x7FFFFFFF
         self.asked += 1
 
         def keep(answer: Answer, pid: str = paper.id) -> None:
             if answer.text is not None:
                 self.cache.put(key, pid, answer.text)
 
-        return paper, self.teacher.submit(prompt.messages(paper.title, text, self.n_pairs), self.schema, seed,
-                                          keep), key
+        return paper, self.teacher.submit(messages, self.schema, seed, keep), key
 
     def _finish(self, paper: Paper, pending: Future | Answer, key: str) -> Paper:
         answer = pending if isinstance(pending, Answer) else pending.result()  # cached when it came
@@ -180,6 +213,15 @@ def build_physics_qa(spec: Spec, inputs: list[str], out: Path, opts: TeacherOpti
                                   sampling=sampling, timeout=opts.timeout, retries=opts.retries)
         teacher.start()
         gen = Generation(spec, teacher, cache, n_pairs, schema, int(o.get("max_text_chars", 6000)), progress)
+        if opts.executor == "ray":
+            prefilter = category_check(spec.filters)
+            selected = pipeline.select(spec, pipeline.iter_papers(inputs, limit, Counter(), [], prefilter=prefilter),
+                                       Counter())
+            jobs = gen.uncached(selected, opts.max_papers)
+            log(f"qa: {len(jobs)} papers to ask on Ray, {opts.batch} per task")
+            ask_on_ray(jobs, Teacher(tuple(e.url for e in teacher.endpoints), tuple(e.slots for e in teacher.endpoints),
+                                     teacher.model, opts.key_env, sampling, opts.timeout, opts.retries, schema),
+                       cache, batch=opts.batch, address=ray_address(opts.ray_address), workers=opts.workers, log=log)
         pair_filter = PairFilter(rules, contamination.for_spec(spec).check)
         counts: Counter = Counter()
         issues: list[dict] = []

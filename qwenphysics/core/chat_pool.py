@@ -136,12 +136,21 @@ class ChatPool:
         self._jobs.put((messages, schema, seed, on_answer, fut))
         return fut
 
+    def close(self) -> None:
+        """Let the worker threads end once the requests already submitted are answered."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        self._threads.clear()
+
     def _work(self, endpoint: Endpoint) -> None:
         session = requests.Session()
         if self.key:
             session.headers["Authorization"] = f"Bearer {self.key}"
         while True:
-            messages, schema, seed, on_answer, fut = self._jobs.get()
+            job = self._jobs.get()
+            if job is None:
+                return
+            messages, schema, seed, on_answer, fut = job
             if not fut.set_running_or_notify_cancel():
                 continue
             try:
