@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -379,3 +380,91 @@ def test_teacher_questions_asked_in_batches_on_ray(tmp_path, qa_build):
 def api_key_absent(key: str, root: Path) -> bool:
     return all(key not in f.read_text(errors="replace") for f in root.rglob("*")
                if f.is_file() and f.suffix in (".json", ".md", ".jsonl", ".log") and f.name != "teacher.log")
+
+
+# ----------------------------------------------------------------------------- slow: a real Slurm, where installed
+
+SLURM_CONF = """ClusterName=qwenphysics-test
+SlurmctldHost=localhost(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort={ctld}
+SlurmdPort={slurmd}
+AuthType=auth/munge
+AuthInfo=socket={root}/munge.socket
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/builtin
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ReturnToService=2
+MpiDefault=none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SlurmctldLogFile={root}/slurmctld.log
+SlurmdLogFile={root}/slurmd.log
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
+PartitionName=cpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A one-node Slurm on loopback (munge, slurmctld, slurmd on private sockets, ports and
+    state), where Debian's slurm-wlm and munge are installed and the tests run as root."""
+    tools = ["munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo"]
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing or os.geteuid() != 0 or not Path("/etc/munge/munge.key").exists():
+        pytest.skip("a local Slurm needs slurm-wlm and munge installed (Debian: apt-get install slurm-wlm munge) "
+                    "and root to start their daemons; the job scripts are still run by bash in "
+                    "test_slurm_scripts_run_as_slurm_runs_them")
+    root = tmp_path_factory.mktemp("slurm")
+    for d in ("state", "spool"):
+        (root / d).mkdir()
+    conf = root / "slurm.conf"
+    conf.write_text(SLURM_CONF.format(ctld=free_port(), slurmd=free_port(), root=root))
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    procs = [subprocess.Popen(["munged", "-F", "--force", f"--socket={root}/munge.socket",
+                               f"--pid-file={root}/munged.pid", f"--seed-file={root}/munged.seed",
+                               f"--log-file={root}/munged.log"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    time.sleep(1)
+    procs.append(subprocess.Popen(["slurmctld", "-D", "-f", str(conf)], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL))
+    procs.append(subprocess.Popen(["slurmd", "-D", "-N", "localhost", "-f", str(conf)], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    deadline = time.monotonic() + 60
+    while "idle" not in subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True).stdout:
+        if time.monotonic() > deadline:
+            for p in procs:
+                p.kill()
+            pytest.fail("the local Slurm did not come up: " + (root / "slurmctld.log").read_text()[-2000:])
+        time.sleep(0.5)
+    yield env
+    for p in reversed(procs):
+        p.terminate()
+        p.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_real_slurm_runs_the_array_then_the_reduce(tmp_path, corpus, local_out, slurm):
+    out, work = tmp_path / "out", tmp_path / "work"
+    p = run_build("--spec", "fulltext-completion", "--input", str(corpus["src"]), "--metadata",
+                  str(corpus["metadata"]), "--out", str(out), "--work-dir", str(work), "--executor", "slurm",
+                  "--slurm-option", "partition=cpu", env=slurm)
+    assert p.returncode == 0, p.stderr
+    m = re.search(r"job array (\d+) and the reduce as job (\d+)", p.stderr)
+    assert m, p.stderr
+    deadline = time.monotonic() + 300
+    while subprocess.run(["squeue", "-h", "-j", f"{m.group(1)},{m.group(2)}"], env=slurm, capture_output=True,
+                         text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the jobs did not finish"
+        time.sleep(1)
+    logs = sorted(p.name for p in (work / "slurm" / "logs").iterdir())
+    assert [x for x in logs if x.startswith("map-")] == [f"map-{m.group(1)}_{i}.out" for i in range(4)]
+    reduce_log = (work / "slurm" / "logs" / f"reduce-{m.group(2)}.out").read_text()
+    assert len(re.findall(r"\] \S+: done earlier", reduce_log)) == 4, reduce_log
+    assert files_of(out) == local_out
