@@ -21,6 +21,7 @@ import boto3
 import pytest
 import requests
 
+from dataset_builders import cli
 from dataset_builders.fulltext.remote import month_key, parse_months
 from dataset_builders.records import InputError
 from qwenphysics.core.llama_server import LlamaServer, free_port
@@ -184,6 +185,16 @@ def test_engine_options_are_checked_in_one_line_before_any_work(tmp_path, tokeni
         last = p.stderr.strip().splitlines()[-1]
         assert last.startswith("dataset_builders: error:") and expected in last, (extra, p.stderr)
         assert "Traceback" not in p.stderr and not out.exists()
+
+
+def test_metadata_specs_refuse_the_engine_flags(tmp_path, capsys):
+    for extra in (["--executor", "ray"], ["--months", "2401"], ["--requester-pays"], ["--qa-batch", "4"],
+                  ["--slurm-option", "partition=cpu"]):
+        assert cli.main(["build", "--spec", "abstracts-chat", "--input", str(tmp_path / "none.jsonl"),
+                         "--out", str(tmp_path / "o"), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and extra[0] in err[0] and "abstracts-chat" in err[0], err
+    assert not (tmp_path / "o").exists()
 
 
 def test_months_select_local_shards_by_name(tmp_path, tokenizer_built):
