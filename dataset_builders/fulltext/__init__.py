@@ -32,16 +32,11 @@ or OAI pages, `--metadata` or among `--input`), applies the spec's filters, and 
 papers, in unit order, through `pipeline.build(..., source=...)`: output is byte-identical
 for any number of workers and across reruns.
 
-Ray: the map is a pure function of (unit, work dir, limits), so on a cluster with a shared
-work dir it is
-
-    import ray
-    from dataset_builders.fulltext import inputs, shards
-    task = ray.remote(shards.process_shard)
-    units = inputs.classify(["s3fs-mounted/arXiv-src/"]).units
-    results = ray.get([task.remote(u, work, limits) for u in units])
-
-after which `build --work-dir <work>` on one machine finds every unit done and only reduces.
+Engines (`engine.py`): `--executor local` (the processes above), `ray` (one Ray task per
+unit, retried when its worker dies) or `slurm` (a job array, then a reduce job); each calls
+`process_shard` per unit and writes the same work dir, so the output is the same byte for
+byte. Sources may be URLs read through fsspec (`remote.py`): arXiv's requester-pays bucket,
+its manifest and a `--months` range. See dataset_builders/README.md, "Whole arXiv".
 """
 
 from __future__ import annotations
