@@ -23,6 +23,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -35,30 +36,42 @@ from dataset_builders import spec as spec_mod  # noqa: E402
 from dataset_builders.fulltext import build_fulltext  # noqa: E402
 
 
-def write_corpus(root: Path, shards: int, papers: int, seed: int) -> tuple[Path, Path, int]:
-    rng = random.Random(seed)
+def write_shards(root: Path, shards: int, papers: int, payload: Callable[[int], tuple[bytes, int]],
+                 meta: Callable[[str], dict]) -> tuple[Path, Path, int]:
+    """`shards` bulk source tars `arXiv_src_2401_NNN.tar` of `papers` e-prints each
+    (`payload(k)` -> (the e-print's bytes, the bytes it counts)) and their metadata."""
     src = root / "src"
     src.mkdir(parents=True)
-    meta, total = [], 0
+    records, total = [], 0
     for s in range(shards):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tf:
             for k in range(papers):
                 aid = f"2401.{s * papers + k:05d}"
-                data, _ = make_paper(s * papers + k, rng)
-                total += len(data)
-                payload = gzip.compress(data, mtime=0)
+                data, counted = payload(s * papers + k)
+                total += counted
                 ti = tarfile.TarInfo(f"2401/{aid}.gz")
-                ti.size, ti.mtime = len(payload), 0
-                tf.addfile(ti, io.BytesIO(payload))
-                meta.append({"id": aid, "title": f"Synthetic paper {aid} on lattice models",
-                             "abstract": "We study a lattice model with synthetic text, " * 4,
-                             "categories": "cond-mat.str-el", "license": None, "authors": "A. B",
-                             "versions": [{"version": "v1", "created": "Mon, 1 Jan 2024 00:00:00 GMT"}]})
+                ti.size, ti.mtime = len(data), 0
+                tf.addfile(ti, io.BytesIO(data))
+                records.append({"id": aid, "license": None, "authors": "A. B",
+                                "versions": [{"version": "v1", "created": "Mon, 1 Jan 2024 00:00:00 GMT"}],
+                                **meta(aid)})
         (src / f"arXiv_src_2401_{s + 1:03d}.tar").write_bytes(buf.getvalue())
     md = root / "meta.jsonl"
-    md.write_text("".join(json.dumps(m) + "\n" for m in meta))
+    md.write_text("".join(json.dumps(m) + "\n" for m in records))
     return src, md, total
+
+
+def write_corpus(root: Path, shards: int, papers: int, seed: int) -> tuple[Path, Path, int]:
+    rng = random.Random(seed)
+
+    def payload(k: int) -> tuple[bytes, int]:
+        data, _ = make_paper(k, rng)
+        return gzip.compress(data, mtime=0), len(data)
+
+    return write_shards(root, shards, papers, payload, lambda aid: {
+        "title": f"Synthetic paper {aid} on lattice models",
+        "abstract": "We study a lattice model with synthetic text, " * 4, "categories": "cond-mat.str-el"})
 
 
 def timed(spec, src, md, out, workers) -> float:

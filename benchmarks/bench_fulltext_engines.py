@@ -40,6 +40,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench_fulltext_builder import write_shards  # noqa: E402
+
 SAMPLES = ROOT.parent / "shared" / "data" / "arxiv-samples"
 DEFAULT_REAL = [SAMPLES / "TeamLEGWORK__LEGWORK-paper" / "ms.tex",
                 SAMPLES / "google-research__arxiv-latex-cleaner" / "input_main.tex"]
@@ -59,27 +63,13 @@ def eprint(tex: bytes, figure: bytes) -> bytes:
 def write_corpus(root: Path, papers: list[bytes], shards: int, per_shard: int, figure_kb: int,
                  seed: int) -> tuple[Path, Path, int]:
     rng = random.Random(seed)
-    src = root / "src"
-    src.mkdir(parents=True)
-    meta, total = [], 0
-    for s in range(shards):
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tf:
-            for k in range(per_shard):
-                aid = f"2401.{s * per_shard + k:05d}"
-                data = eprint(papers[k % len(papers)], rng.randbytes(figure_kb * 1024))
-                ti = tarfile.TarInfo(f"2401/{aid}.gz")
-                ti.size, ti.mtime = len(data), 0
-                tf.addfile(ti, io.BytesIO(data))
-                meta.append({"id": aid, "title": f"Paper {aid}", "abstract": "A real paper's LaTeX, renumbered. " * 4,
-                             "categories": "astro-ph.HE", "license": None, "authors": "A. B",
-                             "versions": [{"version": "v1", "created": "Mon, 1 Jan 2024 00:00:00 GMT"}]})
-        path = src / f"arXiv_src_2401_{s + 1:03d}.tar"
-        path.write_bytes(buf.getvalue())
-        total += path.stat().st_size
-    md = root / "meta.jsonl"
-    md.write_text("".join(json.dumps(m) + "\n" for m in meta))
-    return src, md, total
+
+    def payload(k: int) -> tuple[bytes, int]:
+        data = eprint(papers[k % len(papers)], rng.randbytes(figure_kb * 1024))
+        return data, len(data)
+
+    return write_shards(root, shards, per_shard, payload, lambda aid: {
+        "title": f"Paper {aid}", "abstract": "A real paper's LaTeX, renumbered. " * 4, "categories": "astro-ph.HE"})
 
 
 def build(src: Path, md: Path, out: Path, route: str, workers: int) -> tuple[float, float]:

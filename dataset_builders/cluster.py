@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from .records import InputError
+
+T = TypeVar("T")
 
 
 def ray_address(given: str | None) -> str | None:
@@ -62,3 +64,18 @@ def task_error(ray: Any, e: BaseException, what: str) -> InputError:
     reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
     return InputError(f"{what}: failed on the cluster ({type(e).__name__}{': ' + reason if reason else ''}); "
                       "run the same command again: finished work is kept")
+
+
+def as_completed(ray: Any, pending: dict[Any, T], label: Callable[[T], str]) -> Iterator[tuple[T, Any]]:
+    """(item, result) for each task of `pending` (object ref -> item), as tasks finish; a failed
+    task stops the run with one line naming `label(item)`."""
+    pending = dict(pending)
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            item = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception as e:
+                raise task_error(ray, e, label(item)) from None
+            yield item, result

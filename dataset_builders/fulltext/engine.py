@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..cluster import ray_address, ray_session, reachable, task_error
+from ..cluster import as_completed, ray_address, ray_session, reachable
 from ..latex import Limits
 from ..records import InputError
 from .inputs import Unit
@@ -58,16 +58,9 @@ def run_ray(units: list[Unit], work_dir: Path, limits: Limits, keep_appendix: bo
     with ray_session(address, workers) as ray:
         task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_ray_unit)
         pending = {task.remote(u, str(work_dir), limits, keep_appendix, access): u for u in p.todo}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                unit = pending.pop(ref)
-                try:
-                    r = ray.get(ref)
-                except Exception as e:
-                    raise task_error(ray, e, unit.label) from None
-                p.results[unit.name] = r
-                log(f"{p.position(unit.name)} {r.line()}")
+        for unit, r in as_completed(ray, pending, lambda u: u.label):
+            p.results[unit.name] = r
+            log(f"{p.position(unit.name)} {r.line()}")
     remove_leftovers(work_dir, units)
     return p.ordered()
 

@@ -56,7 +56,7 @@ class ShardResult:
     input_issues: list = field(default_factory=list)  # e.g. shard_truncated
     stats: dict = field(default_factory=dict)  # cleaner counters summed over the unit
     seconds: float = 0.0
-    cpu_seconds: float = 0.0  # of the process that cleaned it
+    cpu_seconds: float = 0.0  # of the process that cleaned it, fetching included
     bytes_in: int = 0  # source bytes read (fetched, for a URL)
     bytes_out: int = 0  # cleaned papers written
     resumed: bool = False
@@ -192,7 +192,7 @@ def process_shard(unit: Unit | str | os.PathLike, work_dir: str | os.PathLike, l
     """Clean every paper of one unit into `work_dir`; safe to call from any process or host
     that sees `work_dir` (the engines in `engine.py` call it). A URL's shard is fetched into a
     local temporary file first, removed afterwards."""
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0 = time.perf_counter()
     limits = limits if limits is not None else Limits()
     if not isinstance(unit, Unit):  # a bare path: a shard, an e-print, a project or unarXive file
         units = classify([os.fspath(unit)]).units
@@ -206,6 +206,7 @@ def process_shard(unit: Unit | str | os.PathLike, work_dir: str | os.PathLike, l
     if done.exists():
         done.unlink()
     tok = atoms.get_tokenizer()
+    c0 = time.process_time()  # the unit's own work: the tokenizer loads once per process
     fetched = None
     try:
         if unit.remote:

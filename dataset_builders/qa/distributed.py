@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from qwenphysics.core.answer_cache import AnswerCache
 from qwenphysics.core.chat_pool import ChatPool, Endpoint, Sampling
 
-from ..cluster import ray_session, task_error
+from ..cluster import as_completed, ray_session
 
 RAY_RETRIES = 3
 
@@ -76,21 +76,14 @@ def ask_on_ray(jobs: list[Job], teacher: Teacher, cache: AnswerCache, *, batch: 
         parallel = max(1, min(len(batches), int(ray.cluster_resources().get("CPU", 1))))
         task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(ask_batch)
         pending = {task.remote(teacher, b, parallel): i for i, b in enumerate(batches, 1)}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                i = pending.pop(ref)
-                try:
-                    results = ray.get(ref)
-                except Exception as e:
-                    raise task_error(ray, e, f"Q&A batch {i}") from None
-                ok = 0
-                for key, paper, text, _failure in results:
-                    if text is not None:
-                        cache.put(key, paper, text)
-                        ok += 1
-                answered += ok
-                failed += len(results) - ok
-                log(f"[qa batch {i}/{len(batches)}] {len(results)} papers: {ok} answered, "
-                    f"{len(results) - ok} without an answer")
+        for i, results in as_completed(ray, pending, lambda i: f"Q&A batch {i}"):
+            ok = 0
+            for key, paper, text, _failure in results:
+                if text is not None:
+                    cache.put(key, paper, text)
+                    ok += 1
+            answered += ok
+            failed += len(results) - ok
+            log(f"[qa batch {i}/{len(batches)}] {len(results)} papers: {ok} answered, "
+                f"{len(results) - ok} without an answer")
     return answered, failed
