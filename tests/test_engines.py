@@ -326,7 +326,7 @@ def test_slurm_scripts_run_as_slurm_runs_them(tmp_path, corpus, local_out):
     p = run_build("--spec", "fulltext-completion", "--input", str(corpus["src"]), "--metadata",
                   str(corpus["metadata"]), "--out", str(out), "--work-dir", str(work), "--executor", "slurm",
                   "--slurm-option", "partition=cpu", "--slurm-option=--time=02:00:00",
-                  env={**os.environ, "PATH": "/usr/bin:/bin"})
+                  env={**os.environ, "PATH": str(tmp_path / "no-slurm-here")})
     assert p.returncode == 0, p.stderr
     assert "sbatch is not on PATH" in p.stderr and not out.exists()
     map_script, reduce_script = work / "slurm" / "map.sbatch", work / "slurm" / "reduce.sbatch"

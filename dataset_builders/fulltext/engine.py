@@ -181,7 +181,8 @@ def submit(map_script: Path, reduce_script: Path, log: Callable[[str], None]) ->
         red = subprocess.run([sbatch, "--parsable", f"--dependency=afterany:{job}", str(reduce_script)],
                              check=True, capture_output=True, text=True).stdout.strip().split(";")[0]
     except subprocess.CalledProcessError as e:
-        raise InputError(f"sbatch refused the job: {(e.stderr or '').strip().splitlines()[-1:] or e}") from None
+        said = (e.stderr or "").strip().splitlines()
+        raise InputError(f"sbatch refused the job: {said[-1] if said else e}") from None
     log(f"submitted the map as job array {job} and the reduce as job {red} (after the array); "
         f"follow with: squeue -j {job},{red}")
     return True
