@@ -55,9 +55,9 @@ def _add_build(sub) -> None:
     f.add_argument("--metadata", action="append", default=[], metavar="PATH",
                    help="Kaggle snapshot or OAI-PMH pages to join (title, categories, licence, dates); "
                         "repeatable. Metadata files given with --input count too")
-    f.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
+    f.add_argument("--work-dir", default=None, metavar="DIR",
                    help="where cleaned shards and completion markers go (default <out>.work; reruns skip "
-                        "finished shards); on a cluster, a folder every node sees")
+                        "finished shards); on a cluster, a folder every node sees, or an s3:// URL")
     f.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="where the shard map runs: local processes (default), a Ray cluster, or a Slurm job "
                         "array (see dataset_builders/README.md, 'Whole arXiv')")

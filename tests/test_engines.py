@@ -307,12 +307,20 @@ def test_bucket_errors_are_one_line(tmp_path, corpus, s3):
 
 @pytest.mark.slow
 def test_ray_cluster_reading_the_bucket_gives_the_local_output(tmp_path, corpus, local_out, s3, ray_cluster):
-    """The whole route at once: shards from the bucket's manifest, cleaned on the cluster."""
+    """The whole route at once: shards from the bucket's manifest, cleaned on the cluster into
+    a work dir in the bucket (no shared file system needed), reduced here."""
     out = tmp_path / "out"
-    p = run_build("--spec", "fulltext-completion", "--input", f"s3://{BUCKET}/src/arXiv_src_manifest.xml",
-                  "--metadata", str(corpus["metadata"]), "--out", str(out), "--requester-pays",
-                  "--executor", "ray", "--ray-address", ray_cluster.address, env=dict(os.environ))
+    args = ["--spec", "fulltext-completion", "--input", f"s3://{BUCKET}/src/arXiv_src_manifest.xml",
+            "--metadata", str(corpus["metadata"]), "--out", str(out), "--requester-pays",
+            "--work-dir", f"s3://{BUCKET}/work/fulltext", "--executor", "ray", "--ray-address", ray_cluster.address]
+    p = run_build(*args, env=dict(os.environ))
     assert p.returncode == 0, p.stderr
+    keys = sorted(o["Key"] for o in boto3.client("s3", endpoint_url=s3["url"], region_name="us-east-1")
+                  .list_objects_v2(Bucket=BUCKET, Prefix="work/fulltext/")["Contents"])
+    assert len(keys) == 12 and {k.rsplit(".", 1)[1] for k in keys} == {"jsonl", "ids", "done"}
+    again = run_build(*args, "--out", str(tmp_path / "again"), env=dict(os.environ))
+    assert again.returncode == 0 and len(re.findall(r"\] \S+: done earlier", again.stderr)) == 4, again.stderr
+    assert splits(files_of(tmp_path / "again")) == splits(local_out)
     mine = files_of(out)
     assert splits(mine) == splits(local_out)
     m, ref = json.loads(mine["manifest.json"]), json.loads(local_out["manifest.json"])

@@ -35,7 +35,7 @@ from ..cluster import as_completed, ray_address, ray_session, reachable
 from ..latex import Limits
 from ..records import InputError
 from .inputs import Unit
-from .remote import Access
+from .remote import Access, WorkPath
 from .shards import ShardResult, plan, process_shard, remove_leftovers, run_map
 
 EXECUTORS = ("local", "ray", "slurm")
@@ -48,7 +48,7 @@ def _ray_unit(unit: Unit, work_dir: str, limits: Limits, keep_appendix: bool, ac
     return process_shard(unit, work_dir, limits, keep_appendix, access)
 
 
-def run_ray(units: list[Unit], work_dir: Path, limits: Limits, keep_appendix: bool, *, workers: int,
+def run_ray(units: list[Unit], work_dir: WorkPath, limits: Limits, keep_appendix: bool, *, workers: int,
             log: Callable[[str], None], access: Access, address: str | None = None) -> list[ShardResult]:
     """The map as Ray tasks; results in unit order, progress in completion order."""
     work_dir = work_dir.resolve()
@@ -91,13 +91,15 @@ class Engine:
         if self.executor == "slurm" and not self.reduce_argv:
             raise InputError("--executor slurm runs from the command line (python -m dataset_builders build ...)")
 
-    def run(self, units: list[Unit], work_dir: Path, limits: Limits, keep_appendix: bool,
+    def run(self, units: list[Unit], work_dir: WorkPath, limits: Limits, keep_appendix: bool,
             log: Callable[[str], None]) -> list[ShardResult] | None:
         """The map's results in unit order; None when the map was handed to Slurm."""
         if self.executor == "ray":
             return run_ray(units, work_dir, limits, keep_appendix, workers=self.workers, log=log, access=self.access,
                            address=ray_address(self.ray_address))
         if self.executor == "slurm":
+            if not isinstance(work_dir, Path):
+                raise InputError("--executor slurm needs a --work-dir on the cluster's shared file system, not a URL")
             p = plan(units, work_dir, limits, keep_appendix, log)
             if not p.todo:
                 return p.ordered()

@@ -3,6 +3,7 @@ reduce the cleaned papers through the metadata builder's pipeline (see the packa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -23,6 +24,7 @@ from .engine import Engine
 from .examples import ChunkRenderer, SectionRenderer
 from .inputs import Inputs, classify
 from .reduce import Metadata, iter_papers, shard_summary, source_ids
+from .remote import WorkPath, work_path
 from .shards import ShardResult
 
 
@@ -66,7 +68,7 @@ def prepare(inputs: list[str], metadata: list[str], require_metadata: bool, engi
     return src
 
 
-def map_sources(src: Inputs, spec: Spec, work_dir: Path, engine: Engine, log) -> list[ShardResult] | None:
+def map_sources(src: Inputs, spec: Spec, work_dir: WorkPath, engine: Engine, log) -> list[ShardResult] | None:
     """The map on the engine's executor; None when it was handed to Slurm (nothing to reduce here)."""
     require_tokenizer()
     t0 = time.perf_counter()
@@ -81,7 +83,7 @@ def map_sources(src: Inputs, spec: Spec, work_dir: Path, engine: Engine, log) ->
     return results
 
 
-def build_context(spec: Spec, src: Inputs, results: list[ShardResult], work_dir: Path, out: Path, *,
+def build_context(spec: Spec, src: Inputs, results: list[ShardResult], work_dir: WorkPath, out: Path, *,
                   inputs: list[str], limit: int | None = None, progress: bool = False, hash_inputs: bool = True,
                   tally=None):
     """The reduce step for one full-text spec over finished units. `tally(spec, paper, examples,
@@ -150,21 +152,23 @@ def card_notes(manifest: dict) -> str:
 
 
 def build_fulltext(spec: Spec, inputs: list[str], out: Path, *, metadata: Sequence[str] = (), workers: int = 1,
-                   work_dir: Path | None = None, limit: int | None = None, progress: bool = False,
+                   work_dir: str | Path | None = None, limit: int | None = None, progress: bool = False,
                    hash_inputs: bool = True, log=None, engine: Engine | None = None):
     """Map the sources (resumable) on `engine` (default: `workers` local processes), then build
-    `spec` into `out`; None when the map was handed to Slurm (its reduce job builds `out`)."""
+    `spec` into `out`; None when the map was handed to Slurm (its reduce job builds `out`).
+    `work_dir` may be a URL (`s3://...`): the map's results are then written there."""
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     engine = engine or Engine(workers=workers)
     engine.check()
     out = Path(out)
     all_inputs = list(inputs) + list(metadata)
     check_out(out, all_inputs)
-    work_dir = Path(work_dir) if work_dir else default_work_dir(out)
+    work = work_path(work_dir, engine.access) if work_dir else default_work_dir(out)
     src = prepare(list(inputs), list(metadata), bool(spec.options.get("require_metadata", True)), engine)
-    with work_area(work_dir, all_inputs):
-        results = map_sources(src, spec, work_dir, engine, log)
+    # a URL cannot be locked: one build at a time per remote work dir
+    with work_area(work, all_inputs) if isinstance(work, Path) else contextlib.nullcontext():
+        results = map_sources(src, spec, work, engine, log)
         if results is None:
             return None
-        return build_context(spec, src, results, work_dir, out, inputs=all_inputs, limit=limit,
+        return build_context(spec, src, results, work, out, inputs=all_inputs, limit=limit,
                              progress=progress, hash_inputs=hash_inputs)

@@ -38,6 +38,7 @@ from .atoms import exact_token_stats, require_tokenizer
 from .engine import Engine
 from .inputs import classify
 from .mapreduce import build_context, card_notes, default_work_dir, map_sources, prepare, work_area
+from .remote import is_url
 
 UNITS = ("tokens", "examples")
 
@@ -131,7 +132,7 @@ def _select(hashes: np.ndarray, units: np.ndarray, fraction: float) -> np.ndarra
 
 
 def build_mixture(spec: Spec, inputs: list[str], out: Path, *, metadata: Sequence[str] = (), workers: int = 1,
-                  work_dir: Path | None = None, limit: int | None = None, progress: bool = False,
+                  work_dir: str | Path | None = None, limit: int | None = None, progress: bool = False,
                   hash_inputs: bool = True, log=None, engine: Engine | None = None) -> MixtureResult | None:
     """The mixture's components into `out`; None when the shard map was handed to Slurm."""
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -141,6 +142,8 @@ def build_mixture(spec: Spec, inputs: list[str], out: Path, *, metadata: Sequenc
     out = Path(out)
     all_inputs = list(inputs) + list(metadata)
     check_out(out, all_inputs)
+    if work_dir is not None and is_url(str(work_dir)):
+        raise InputError(f"spec {spec.name} builds its components in the work dir: give a local --work-dir")
     work_dir = Path(work_dir) if work_dir else default_work_dir(out)
     comps, unit = _components(spec)
     tok = require_tokenizer()

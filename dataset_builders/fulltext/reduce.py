@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 
@@ -22,6 +21,7 @@ from ..readers.kaggle import paper_from_dict
 from ..records import Drop, Paper
 from ..spec import Spec
 from .inputs import Unit
+from .remote import WorkPath
 from .shards import ShardResult
 
 _ID_PREFIX = b'{"id":"'
@@ -35,10 +35,10 @@ def _line_id(line: bytes) -> str | None:
     return None
 
 
-def source_ids(units: list[Unit], work_dir: Path) -> set[str]:
+def source_ids(units: list[Unit], work_dir: WorkPath) -> set[str]:
     ids: set[str] = set()
     for u in units:
-        with open(work_dir / f"{u.name}.ids", encoding="utf-8") as f:
+        with (work_dir / f"{u.name}.ids").open("r", encoding="utf-8") as f:
             ids.update(x for x in f.read().split("\n") if x)
     return ids
 
@@ -71,12 +71,12 @@ class Metadata:
         self.report["joined"] = len(self.by_id)
 
 
-def iter_papers(units: list[Unit], work_dir: Path, meta: Metadata, counts: Counter, *,
+def iter_papers(units: list[Unit], work_dir: WorkPath, meta: Metadata, counts: Counter, *,
                 require_metadata: bool = True, limit: int | None = None) -> Iterator[Paper]:
     """Papers of the work dir, in unit order, with metadata joined; counts what it drops."""
     read = 0
     for u in units:
-        with open(work_dir / f"{u.name}.jsonl", "rb") as f:
+        with (work_dir / f"{u.name}.jsonl").open("rb") as f:
             for line in f:
                 if limit is not None and read >= limit:
                     return

@@ -19,12 +19,14 @@ client at an S3-compatible server instead of AWS.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -48,9 +50,10 @@ class Access:
     requester_pays: bool = False
 
     def options(self, url: str) -> dict[str, Any]:
-        if url.startswith(("s3://", "s3a://")) and self.requester_pays:
-            return {"requester_pays": True}
-        return {}
+        if not url.startswith(("s3://", "s3a://")):
+            return {}
+        # no cached listings: other processes write the work dir while this one reads it
+        return {"use_listings_cache": False, **({"requester_pays": True} if self.requester_pays else {})}
 
 
 def month_key(yymm: str) -> int:
@@ -183,3 +186,88 @@ def fetch(url: str, access: Access, into: str | None = None) -> str:
             raise explain(url, e, access) from None
         raise
     return local
+
+
+class RemotePath:
+    """A work dir at a URL (`--work-dir s3://...`), with the few `Path` methods the map and the
+    reduce use. Objects are written whole (no partial object is ever visible), so a unit's
+    files need no temporary names: its `.done` marker is still written last."""
+
+    def __init__(self, url: str, access: Access | None = None):
+        self.url = url.rstrip("/")
+        self.access = access or Access()
+        self.fs, self.path = _fs(self.url, self.access)
+
+    def __truediv__(self, name: str) -> RemotePath:
+        return RemotePath(f"{self.url}/{name}", self.access)
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"RemotePath({self.url!r})"
+
+    @property
+    def name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    def resolve(self) -> RemotePath:
+        return self
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        """Object stores have no folders to make."""
+
+    def exists(self) -> bool:
+        try:
+            return bool(self.fs.exists(self.path))
+        except Exception as e:
+            raise explain(self.url, e, self.access) from None
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        try:
+            self.fs.rm_file(self.path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+        except Exception as e:
+            raise explain(self.url, e, self.access) from None
+
+    def open(self, mode: str = "rb", encoding: str | None = None):
+        try:
+            f = self.fs.open(self.path, mode if "b" in mode else mode + "b")
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise explain(self.url, e, self.access) from None
+        if "b" in mode:
+            return f
+        return io.TextIOWrapper(f, encoding=encoding or "utf-8")
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        with self.open("rb") as f:
+            return f.read().decode(encoding)
+
+    def write_bytes(self, data: bytes) -> None:
+        try:
+            self.fs.pipe_file(self.path, data)
+        except Exception as e:
+            raise explain(self.url, e, self.access) from None
+
+    def upload(self, local: str | os.PathLike) -> None:
+        try:
+            self.fs.put_file(os.fspath(local), self.path)
+        except Exception as e:
+            raise explain(self.url, e, self.access) from None
+
+    def glob(self, pattern: str) -> list:
+        """Nothing to clean up at a URL: there are no temporary objects."""
+        return []
+
+
+def work_path(work_dir: str | os.PathLike, access: Access | None = None):
+    """A local work dir as a `Path`, a URL as a `RemotePath`."""
+    s = os.fspath(work_dir)
+    return RemotePath(s, access) if is_url(s) else Path(s)
+
+
+WorkPath = Path | RemotePath

@@ -22,7 +22,9 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -39,7 +41,7 @@ from ..readers.unarxive import iter_unarxive
 from ..split import base_id
 from . import atoms
 from .inputs import Unit, _eprint_id, classify
-from .remote import Access, fetch
+from .remote import Access, RemotePath, WorkPath, fetch, work_path
 
 WORK_VERSION = "1"  # bump when the cleaned-paper format or the cleaner's output changes
 
@@ -199,7 +201,7 @@ def process_shard(unit: Unit | str | os.PathLike, work_dir: str | os.PathLike, l
         if len(units) != 1:
             raise ValueError(f"{unit}: not a single source unit")
         unit = units[0]
-    work = Path(work_dir)
+    work = work_path(work_dir, access)
     work.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(unit, limits, keep_appendix)
     done = work / f"{unit.name}.done"
@@ -207,21 +209,33 @@ def process_shard(unit: Unit | str | os.PathLike, work_dir: str | os.PathLike, l
         done.unlink()
     tok = atoms.get_tokenizer()
     c0 = time.process_time()  # the unit's own work: the tokenizer loads once per process
-    fetched = None
+    fetched = stage = None
     try:
         if unit.remote:
             fetched = fetch(unit.paths[0], access or Access())
             local = replace(unit, paths=(fetched,))
         else:
             local = unit
-        result = _clean_unit(local, work, tok, limits, keep_appendix, fp)
+        if isinstance(work, RemotePath):  # cleaned here, then uploaded whole
+            stage = Path(tempfile.mkdtemp(prefix="qwenphysics-unit-"))
+            result = _clean_unit(local, stage, tok, limits, keep_appendix, fp)
+            for suffix in (".jsonl", ".ids"):
+                (work / f"{unit.name}{suffix}").upload(stage / f"{unit.name}{suffix}")
+        else:
+            result = _clean_unit(local, work, tok, limits, keep_appendix, fp)
     finally:
         if fetched is not None:
             os.unlink(fetched)
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
     result.label = unit.label
     result.seconds = round(time.perf_counter() - t0, 3)
     result.cpu_seconds = round(time.process_time() - c0, 3)
-    atomic_write(done, json.dumps(asdict(result), indent=1).encode())
+    marker = json.dumps(asdict(result), indent=1).encode()
+    if isinstance(done, RemotePath):
+        done.write_bytes(marker)
+    else:
+        atomic_write(done, marker)
     return result
 
 
@@ -253,7 +267,7 @@ def _clean_unit(unit: Unit, work: Path, tok, limits: Limits, keep_appendix: bool
                        bytes_out=(work / f"{unit.name}.jsonl").stat().st_size)
 
 
-def load_done(unit: Unit, work_dir: Path, fp: str) -> ShardResult | None:
+def load_done(unit: Unit, work_dir: WorkPath, fp: str) -> ShardResult | None:
     """The unit's result if a finished, matching run of it is on disk."""
     done = work_dir / f"{unit.name}.done"
     try:
@@ -297,7 +311,7 @@ class Plan:
         return [self.results[u.name] for u in self.units]
 
 
-def plan(units: list[Unit], work_dir: Path, limits: Limits, keep_appendix: bool,
+def plan(units: list[Unit], work_dir: WorkPath, limits: Limits, keep_appendix: bool,
          log: Callable[[str], None]) -> Plan:
     """Check every unit's marker; log the ones done earlier."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -312,7 +326,7 @@ def plan(units: list[Unit], work_dir: Path, limits: Limits, keep_appendix: bool,
     return p
 
 
-def remove_leftovers(work_dir: Path, units: list[Unit]) -> int:
+def remove_leftovers(work_dir: WorkPath, units: list[Unit]) -> int:
     """Temporary files of attempts that died (every attempt is over when this runs)."""
     n = 0
     for u in units:
@@ -322,21 +336,22 @@ def remove_leftovers(work_dir: Path, units: list[Unit]) -> int:
     return n
 
 
-def run_map(units: list[Unit], work_dir: Path, limits: Limits, keep_appendix: bool = False, workers: int = 1,
+def run_map(units: list[Unit], work_dir: WorkPath, limits: Limits, keep_appendix: bool = False, workers: int = 1,
             log: Callable[[str], None] | None = None, access: Access | None = None) -> list[ShardResult]:
     """Process every unit not already done (in `workers` spawned processes); results in unit order."""
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     p = plan(units, work_dir, limits, keep_appendix, log)
     if p.todo and (workers <= 1 or len(p.todo) == 1):
         for u in p.todo:
-            r = process_shard(u, work_dir, limits, keep_appendix, access)
+            r = process_shard(u, str(work_dir), limits, keep_appendix, access)
             p.results[u.name] = r
             log(f"{p.position(u.name)} {r.line()}")
     elif p.todo:
         ctx = mp.get_context("spawn")
         with ctx.Pool(min(workers, len(p.todo)), initializer=_init_worker, initargs=(os.getpid(),)) as pool:
             try:
-                for r in pool.imap_unordered(_task, [(u, work_dir, limits, keep_appendix, access) for u in p.todo]):
+                tasks = [(u, str(work_dir), limits, keep_appendix, access) for u in p.todo]
+                for r in pool.imap_unordered(_task, tasks):
                     p.results[r.name] = r
                     log(f"{p.position(r.name)} {r.line()}")
             except BaseException:
