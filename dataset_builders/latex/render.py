@@ -25,7 +25,7 @@ from pylatexenc.latexwalker import get_default_latex_context_db as lw_db
 
 from .macros import Definitions
 from .model import Section
-from .tex import _CS, PCT, find_env_end, match_bracket, skip_ws
+from .tex import _CS, _NEXT_BRACE, PCT, find_env_end, match_bracket, skip_ws
 
 # private markers (the input is scrubbed of control characters beforehand)
 HEAD = "\x01"  # \x01<level>\x01<title>\x01
@@ -411,8 +411,6 @@ class Renderer:
         self.abstract: str | None = None
         self.theorems = {**THEOREM_DEFAULTS, **defs.theorems}
         self._close_map: dict[int, int] | None = None
-        # "{" inside a group already matched -> (index after its "}", scan steps)
-        self._inner_closes: dict[int, tuple[int, int]] = {}
         self._scan_budget = 4 * len(s) + 100_000  # brace-matching work before building a full map
         self.n = dict(
             math_blocks=0,
@@ -432,41 +430,39 @@ class Renderer:
     def _close(self, j: int) -> int:
         """Index after the ``}`` matching the ``{`` at ``j``, or -1.
 
-        Matched on demand (most groups are short); once the work spent exceeds a
-        budget proportional to the text (deeply nested or unbalanced input), one
-        full pass builds a map, so total work stays linear. A scan over a nested group
-        also records the groups inside it, with the work a scan of each would take, so
-        rendering them later looks them up instead of scanning again.
+        Matched on demand (most groups are short): text, escapes and whole groups without
+        nested braces are consumed by one regex match, so the loop runs once per nested
+        group boundary. Once the work spent exceeds a budget proportional to the text
+        (deeply nested or unbalanced input), one full pass builds a map, so total work
+        stays linear.
         """
         m = self._close_map
         if m is not None:
             return m.get(j, -1)
-        g = _FLAT_GROUP.match(self.s, j)  # most groups hold no nested or escaped braces
+        s = self.s
+        g = _FLAT_GROUP.match(s, j)  # most groups hold no nested or escaped braces
         if g is not None:
             return g.end()
-        inner = self._inner_closes
-        hit = inner.get(j)
-        if hit is not None:
-            self._scan_budget -= hit[1]
-            if self._scan_budget < 0:
-                self._close_map = self._brace_map(self.s)
-            return hit[0]
+        match = _NEXT_BRACE.match
         steps = 0
-        opens: list[tuple[int, int]] = []  # (position of "{", its step)
-        for t in _BRACE_OR_ESC.finditer(self.s, j):
+        depth = 1
+        pos = j + 1
+        while True:
+            t = match(s, pos)
+            if t is None:
+                break
+            pos = t.end()
             steps += 1
-            c = t.group()
-            if c == "{":
-                opens.append((t.start(), steps))
-            elif c == "}":
-                k, first = opens.pop()
-                if not opens:
+            if t.group(1) == "{":
+                depth += 1
+            else:
+                depth -= 1
+                if depth == 0:
                     self._scan_budget -= steps
                     if self._scan_budget < 0:
-                        self._close_map = self._brace_map(self.s)
-                    return t.end()
-                inner[k] = (t.end(), steps - first + 1)
-        self._close_map = self._brace_map(self.s)  # unbalanced: never scan to the end twice
+                        self._close_map = self._brace_map(s)
+                    return pos
+        self._close_map = self._brace_map(s)  # unbalanced: never scan to the end twice
         return -1
 
     @staticmethod

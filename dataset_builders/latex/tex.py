@@ -323,30 +323,25 @@ def read_optional(s: str, i: int) -> tuple[str | None, int]:
 def find_env_end(s: str, name: str, i: int) -> tuple[int, int]:
     """From ``i`` (just after ``\\begin{name}``), find the matching ``\\end{name}``.
 
-    Returns (start of ``\\end``, index after it), or (-1, -1).
+    Returns (start of ``\\end``, index after it), or (-1, -1). ``\\begin`` and ``\\end``
+    may have spaces before the brace. The rare ``{name}`` is found with str.find and the
+    command looked up behind it: a regex search would stop at every backslash on the way.
     """
-    pat = _env_pattern(name)
+    needle = "{" + name + "}"
     depth = 1
-    for m in pat.finditer(s, i):
-        if m.group(1) == "begin":
-            depth += 1
-        else:
+    k = s.find(needle, i)
+    while k >= 0:
+        j = k
+        while j > i and s[j - 1].isspace():  # what \s matches
+            j -= 1
+        if j - 4 >= i and s.startswith("\\end", j - 4):
             depth -= 1
             if depth == 0:
-                return m.start(), m.end()
+                return j - 4, k + len(needle)
+        elif j - 6 >= i and s.startswith("\\begin", j - 6):
+            depth += 1
+        k = s.find(needle, k + len(needle))
     return -1, -1
-
-
-_ENV_PATTERNS: dict[str, re.Pattern] = {}
-
-
-def _env_pattern(name: str) -> re.Pattern:
-    p = _ENV_PATTERNS.get(name)
-    if p is None:
-        p = re.compile(r"\\(begin|end)\s*\{" + re.escape(name) + r"\}")
-        if len(_ENV_PATTERNS) < 512:
-            _ENV_PATTERNS[name] = p
-    return p
 
 
 # --------------------------------------------------------------------------- TeX programming
