@@ -411,6 +411,7 @@ class Renderer:
         self.abstract: str | None = None
         self.theorems = {**THEOREM_DEFAULTS, **defs.theorems}
         self._close_map: dict[int, int] | None = None
+        self._inner_closes: dict[int, int] = {}  # nested "{" met while matching -> its end
         self._scan_budget = 4 * len(s) + 100_000  # brace-matching work before building a full map
         self.n = dict(
             math_blocks=0,
@@ -432,21 +433,26 @@ class Renderer:
 
         Matched on demand (most groups are short): text, escapes and whole groups without
         nested braces are consumed by one regex match, so the loop runs once per nested
-        group boundary. Once the work spent exceeds a budget proportional to the text
-        (deeply nested or unbalanced input), one full pass builds a map, so total work
-        stays linear.
+        group boundary; the nested groups met on the way are remembered, so rendering them
+        later looks them up instead of scanning again. Once the work spent exceeds a budget
+        proportional to the text (deeply nested or unbalanced input), one full pass builds
+        a map, so total work stays linear.
         """
         m = self._close_map
         if m is not None:
             return m.get(j, -1)
+        inner = self._inner_closes
+        e = inner.get(j)
+        if e is not None:
+            return e
         s = self.s
         g = _FLAT_GROUP.match(s, j)  # most groups hold no nested or escaped braces
         if g is not None:
             return g.end()
         match = _NEXT_BRACE.match
-        steps = 0
-        depth = 1
+        opens: list[int] = []  # nested "{" still open
         pos = j + 1
+        steps = 0
         while True:
             t = match(s, pos)
             if t is None:
@@ -454,14 +460,14 @@ class Renderer:
             pos = t.end()
             steps += 1
             if t.group(1) == "{":
-                depth += 1
+                opens.append(pos - 1)
+            elif opens:
+                inner[opens.pop()] = pos
             else:
-                depth -= 1
-                if depth == 0:
-                    self._scan_budget -= steps
-                    if self._scan_budget < 0:
-                        self._close_map = self._brace_map(s)
-                    return pos
+                self._scan_budget -= steps
+                if self._scan_budget < 0:
+                    self._close_map = self._brace_map(s)
+                return pos
         self._close_map = self._brace_map(s)  # unbalanced: never scan to the end twice
         return -1
 
@@ -1049,12 +1055,11 @@ def _typography(t: str) -> str:
     """Text-mode ties, quotes and dashes (math and verbatim are placeholders here)."""
     if "~" in t:
         t = t.replace("~", " ")
-    # regex searches and substitutions: `in` and str.replace are slower for two-character
-    # needles
-    if _OPEN_QUOTES.search(t):
-        t = _OPEN_QUOTES.sub('"', t)
-    if _CLOSE_QUOTES.search(t):
-        t = _CLOSE_QUOTES.sub('"', t)
+    # quotes: their first character is rare in prose, so it is looked for (a byte search)
+    # before the pair; dashes: a regex search, as `in` and str.replace are slower for
+    # two-character needles and hyphens are common
+    t = _replace_pair(t, "``", '"', _OPEN_QUOTES)
+    t = _replace_pair(t, "''", '"', _CLOSE_QUOTES)
     if _DASHES.search(t):
         t = _DASHES.sub("\u2013", _EM_DASHES.sub("\u2014", t))
     return t
@@ -1062,6 +1067,38 @@ def _typography(t: str) -> str:
 
 _OPEN_QUOTES, _CLOSE_QUOTES, _DASHES = re.compile("``"), re.compile("''"), re.compile("--")
 _EM_DASHES = re.compile("---")
+_PAIR_MISSES = 32  # lone first characters looked at before the regex takes over
+
+
+def _replace_pair(t: str, pair: str, repl: str, pattern: re.Pattern) -> str:
+    """``pattern.sub(repl, t)`` for the two-character literal ``pair`` (``pattern``).
+
+    Occurrences of its first character are found with str.find while few of them are not
+    the pair (apostrophes, for "''"); past that many, the regex replaces in the rest.
+    """
+    c = pair[0]
+    i = t.find(c)
+    if i < 0:
+        return t
+    parts: list[str] = []
+    pos = 0
+    misses = 0
+    while i >= 0:
+        if t.startswith(pair, i):
+            parts.append(t[pos:i])
+            parts.append(repl)
+            pos = i + 2
+            i = t.find(c, pos)
+            continue
+        misses += 1
+        if misses > _PAIR_MISSES:
+            parts.append(pattern.sub(repl, t[pos:]))
+            return "".join(parts)
+        i = t.find(c, i + 1)
+    if not parts:
+        return t
+    parts.append(t[pos:])
+    return "".join(parts)
 
 
 PARA = "\x07"  # paragraph break while whitespace is being normalised
@@ -1080,8 +1117,7 @@ def _paragraphs(t: str) -> list[str]:
     if "\xa0" in t:
         t = t.replace("\xa0", " ")
     t = t.replace("\n", " ")
-    if "  " in t:  # one C-level pass; split()/join() would build an object per word
-        t = _SPACE_RUN.sub(" ", t)
+    t = _collapse_spaces(t)
     if NEWLINE in t:
         # a forced line break takes the (single) spaces on both sides; runs of them become
         # one "\n" (the text holds no other newline at this point)
@@ -1104,3 +1140,31 @@ _PARA_SPLIT = re.compile(r"\n[ \t]*\n\s*")
 _HEADING = re.compile(HEAD + r"(\d)" + HEAD + "(.*?)" + HEAD, re.S)
 _MULTI_NL = re.compile(r"\n{2,}")
 _SPACE_RUN = re.compile("  +")
+_SPACES = re.compile(" *")
+_SPACE_RUNS_FOUND = 64  # runs replaced one by one before the regex takes over
+
+
+def _collapse_spaces(t: str) -> str:
+    """``_SPACE_RUN.sub(" ", t)``: a run of spaces becomes one.
+
+    Rendered text holds few such runs: each is found with str.find, which beats the regex
+    engine stopping at every single space; past many runs the regex does the rest.
+    split()/join() would build an object per word.
+    """
+    i = t.find("  ")
+    if i < 0:
+        return t
+    parts: list[str] = []
+    pos = 0
+    runs = 0
+    spaces = _SPACES.match
+    while i >= 0:
+        parts.append(t[pos : i + 1])
+        pos = spaces(t, i + 2).end()
+        runs += 1
+        if runs > _SPACE_RUNS_FOUND:
+            parts.append(_SPACE_RUN.sub(" ", t[pos:]))
+            return "".join(parts)
+        i = t.find("  ", pos)
+    parts.append(t[pos:])
+    return "".join(parts)
