@@ -25,7 +25,7 @@ from pylatexenc.latexwalker import get_default_latex_context_db as lw_db
 
 from .macros import Definitions
 from .model import Section
-from .tex import _CS, _NEXT_BRACE, PCT, find_env_end, match_bracket, skip_ws
+from .tex import _CS, _NESTED_GROUP, _NEXT_BRACE, PCT, find_env_end, match_bracket, skip_ws
 
 # private markers (the input is scrubbed of control characters beforehand)
 HEAD = "\x01"  # \x01<level>\x01<title>\x01
@@ -48,6 +48,7 @@ _TOKEN = re.compile(
 _BRACE_OR_ESC = re.compile(r"\\[\\{}]|\{|\}")
 _LABEL = re.compile(r"\\label\s*\{[^{}]*\}")
 _FLAT_GROUP = re.compile(r"\{(?:[^{}\\]++|\\[^{}])*+\}")  # a group without nested or escaped braces
+
 _BLANK_LINE = re.compile(r"\n[ \t]*(?=\n)")
 _ICON = re.compile(r"fa[A-Z][A-Za-z]*$")  # fontawesome icons: \faGithub, \faFileCode
 _INLINE_DOLLAR = re.compile(r"(?:[^$\\\n]++|\\.|\n(?![ \t]*\n))*+\$", re.S)
@@ -447,6 +448,8 @@ class Renderer:
             return e
         s = self.s
         g = _FLAT_GROUP.match(s, j)  # most groups hold no nested or escaped braces
+        if g is None:
+            g = _NESTED_GROUP.match(s, j)  # most others nest a few levels at most
         if g is not None:
             return g.end()
         match = _NEXT_BRACE.match
@@ -534,22 +537,34 @@ class Renderer:
         out: list = []
         s = self.s
         for c in spec:
-            if c == "*":
-                if i < end and s[i] == "*":
+            d = s[i] if i < end else ""
+            if c == "{":
+                if d == "{":  # the usual case, what _group does for it
+                    g = _FLAT_GROUP.match(s, i)
+                    e = g.end() if g is not None else self._close(i)
+                    if e < 0 or e > end:
+                        out.append(None)
+                    else:
+                        out.append((i + 1, e - 1, e))
+                        i = e
+                    continue
+                a = self._group(i, end)
+                out.append(a)
+                if a:
+                    i = a[2]
+            elif c == "*":
+                if d == "*":
                     out.append(True)
                     i += 1
                 else:
                     out.append(False)
-            elif c == "[":
+            elif d == "[" or (d and d in " \t\n"):
                 o = self._optional(i, end)
                 out.append(o)
                 if o:
                     i = o[2]
-            else:
-                g = self._group(i, end)
-                out.append(g)
-                if g:
-                    i = g[2]
+            else:  # no optional argument here
+                out.append(None)
         return out, i
 
     def _placeholder(self, raw: str, block: bool) -> str:
@@ -561,7 +576,8 @@ class Renderer:
             raw = _LABEL.sub("", raw)
             raw = _BLANK_LINE.sub("", raw)  # a line that only held the label
         self.n["math_blocks"] += 1
-        return self._placeholder(raw, block)
+        self.raw.append(raw)
+        return RAW_OPEN + str(len(self.raw) - 1) + (BLOCK_CLOSE if block else RAW_CLOSE)
 
     # ------------------------------------------------------------------ main loop
 
@@ -856,12 +872,15 @@ class Renderer:
         after = m.end()
         s = self.s
         if name in MATH_ENVS:
-            a = self._skip_env_args(name, after, end)
+            if name in ENV_ARGSPECS or name in self.defs.envs:  # arguments are left out
+                a = self._skip_env_args(name, after, end)
+            else:
+                a = after
             e0, e1 = find_env_end(s, name, a)
             if e0 < 0 or e1 > end:
                 self.n["unbalanced"] += 1
                 return after
-            raw = s[m.start() - 6 : after] + s[a:e0] + s[e0:e1]
+            raw = s[m.start() - 6 : e1] if a == after else s[m.start() - 6 : after] + s[a:e1]
             out.append(self._math(raw, True))
             return e1
         if name in FLOAT_ENVS:

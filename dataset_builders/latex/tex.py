@@ -250,8 +250,23 @@ _CS = re.compile(r"\\(?:[A-Za-z@]+|.)", re.S)
 _NEXT_BRACE = re.compile(r"(?:[^{}\\]++|\\.|\{(?:[^{}\\]++|\\.)*+\})*+([{}])", re.S)
 
 
+def _nested_group(levels: int) -> str:
+    """A group holding groups nested up to ``levels`` deep (escapes: ``\\`` + any character)."""
+    inner = ""
+    for _ in range(levels + 1):
+        inner = r"\{(?:[^{}\\]++|\\." + ("|" + inner if inner else "") + r")*+\}"
+    return inner
+
+
+# A whole group in one C-level match when it nests at most four levels deep (most do).
+_NESTED_GROUP = re.compile(_nested_group(4), re.S)
+
+
 def match_brace(s: str, i: int) -> int:
     """``s[i] == '{'``; index just after the matching ``}``, or -1."""
+    g = _NESTED_GROUP.match(s, i)
+    if g is not None:
+        return g.end()
     depth = 1
     pos = i + 1
     while True:
