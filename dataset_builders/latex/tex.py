@@ -44,11 +44,80 @@ _FIRST_LINE_COMMENT = re.compile(r"[ \t]*%")
 # pattern starts with '%' (rare) rather than the backslash (frequent in LaTeX), so the scan
 # skips ahead quickly.
 _PCT_AFTER_BS = re.compile(r"%(?<=\\%)")
+# Comment passes find each '%' with str.find (a byte search; the regex engine tests every
+# character on the way) while there are few; past this many, the regex does the rest.
+_PCT_FOUND_ONE_BY_ONE = 64
+
+
+def _drop_line_comments(text: str) -> tuple[str, int]:
+    """``_LINE_COMMENT.subn("", text)``: lines holding only a comment, found from their '%'."""
+    parts: list[str] = []
+    pos = 0
+    n = 0
+    seen = 0
+    k = text.find("%")
+    while k >= 0:
+        seen += 1
+        if seen > _PCT_FOUND_ONE_BY_ONE:
+            rest, m = _LINE_COMMENT.subn("", text[pos:])
+            parts.append(rest)
+            return "".join(parts), n + m
+        j = k
+        while j > pos and text[j - 1] in " \t":
+            j -= 1
+        if j > pos and text[j - 1] == "\n":  # the first thing on its line
+            e = text.find("\n", k)
+            if e < 0:  # the last line: the pattern needs a line break after the comment
+                break
+            parts.append(text[pos : j - 1])
+            pos = e
+            n += 1
+            k = text.find("%", e)
+            continue
+        k = text.find("%", k + 1)
+    if not n:
+        return text, 0
+    parts.append(text[pos:])
+    return "".join(parts), n
+
+
+def _drop_inline_comments(text: str) -> tuple[str, int]:
+    """``_INLINE_COMMENT.subn("", text)``: every '%' left starts a comment."""
+    parts: list[str] = []
+    pos = 0
+    n = 0
+    k = text.find("%")
+    while k >= 0:
+        if n >= _PCT_FOUND_ONE_BY_ONE:
+            rest, m = _INLINE_COMMENT.subn("", text[k:])
+            parts.append(text[pos:k])
+            parts.append(rest)
+            return "".join(parts), n + m
+        m = _INLINE_COMMENT.match(text, k)
+        assert m is not None  # it matches at any '%'
+        parts.append(text[pos:k])
+        pos = m.end()
+        n += 1
+        k = text.find("%", pos)
+    if not n:
+        return text, 0
+    parts.append(text[pos:])
+    return "".join(parts), n
 
 
 def _set_aside_escaped_pct(text: str) -> tuple[str, bool]:
     """Replace the ``%`` of every ``\\%`` (odd run of backslashes) by a private character."""
-    cuts = [m.start() for m in _PCT_AFTER_BS.finditer(text) if odd_backslashes(text, m.start())]
+    cuts = []
+    k = text.find("%")
+    seen = 0
+    while k >= 0:  # '%' is rare: a byte search per occurrence beats a regex scan of the text
+        seen += 1
+        if seen > _PCT_FOUND_ONE_BY_ONE:  # many: the regex looks at the rest
+            cuts += [m.start() for m in _PCT_AFTER_BS.finditer(text, k) if odd_backslashes(text, m.start())]
+            break
+        if k and text[k - 1] == "\\" and odd_backslashes(text, k):
+            cuts.append(k)
+        k = text.find("%", k + 1)
     if not cuts:
         return text, False
     parts = []
@@ -87,10 +156,10 @@ def strip_comments(text: str) -> tuple[str, int]:
     first = _FIRST_LINE_COMMENT.match(text) is not None  # give it a line break to go with
     if first:
         text = "\n" + text
-    text, n_lines = _LINE_COMMENT.subn("", text)
+    text, n_lines = _drop_line_comments(text)
     if first:
         text = text[1:]
-    text, n_inline = _INLINE_COMMENT.subn("", text)
+    text, n_inline = _drop_inline_comments(text)
     if escaped:
         text = text.replace(_ESCAPED_PCT, "%")
     return text, n_lines + n_inline
