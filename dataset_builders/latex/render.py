@@ -1179,7 +1179,9 @@ def _collapse_spaces(t: str) -> str:
     spaces = _SPACES.match
     while i >= 0:
         parts.append(t[pos : i + 1])
-        pos = spaces(t, i + 2).end()
+        r = spaces(t, i + 2)
+        assert r is not None  # " *" matches anywhere
+        pos = r.end()
         runs += 1
         if runs > _SPACE_RUNS_FOUND:
             parts.append(_SPACE_RUN.sub(" ", t[pos:]))

@@ -59,9 +59,9 @@ def _drop_line_comments(text: str) -> tuple[str, int]:
     while k >= 0:
         seen += 1
         if seen > _PCT_FOUND_ONE_BY_ONE:
-            rest, m = _LINE_COMMENT.subn("", text[pos:])
+            rest, more = _LINE_COMMENT.subn("", text[pos:])
             parts.append(rest)
-            return "".join(parts), n + m
+            return "".join(parts), n + more
         j = k
         while j > pos and text[j - 1] in " \t":
             j -= 1
@@ -89,10 +89,10 @@ def _drop_inline_comments(text: str) -> tuple[str, int]:
     k = text.find("%")
     while k >= 0:
         if n >= _PCT_FOUND_ONE_BY_ONE:
-            rest, m = _INLINE_COMMENT.subn("", text[k:])
+            rest, more = _INLINE_COMMENT.subn("", text[k:])
             parts.append(text[pos:k])
             parts.append(rest)
-            return "".join(parts), n + m
+            return "".join(parts), n + more
         m = _INLINE_COMMENT.match(text, k)
         assert m is not None  # it matches at any '%'
         parts.append(text[pos:k])
