@@ -48,7 +48,6 @@ _TOKEN = re.compile(
 _BRACE_OR_ESC = re.compile(r"\\[\\{}]|\{|\}")
 _LABEL = re.compile(r"\\label\s*\{[^{}]*\}")
 _FLAT_GROUP = re.compile(r"\{(?:[^{}\\]++|\\[^{}])*+\}")  # a group without nested or escaped braces
-
 _BLANK_LINE = re.compile(r"\n[ \t]*(?=\n)")
 _ICON = re.compile(r"fa[A-Z][A-Za-z]*$")  # fontawesome icons: \faGithub, \faFileCode
 _INLINE_DOLLAR = re.compile(r"(?:[^$\\\n]++|\\.|\n(?![ \t]*\n))*+\$", re.S)
@@ -538,33 +537,30 @@ class Renderer:
         s = self.s
         for c in spec:
             d = s[i] if i < end else ""
-            if c == "{":
-                if d == "{":  # the usual case, what _group does for it
-                    g = _FLAT_GROUP.match(s, i)
-                    e = g.end() if g is not None else self._close(i)
-                    if e < 0 or e > end:
-                        out.append(None)
-                    else:
-                        out.append((i + 1, e - 1, e))
-                        i = e
-                    continue
-                a = self._group(i, end)
-                out.append(a)
-                if a:
-                    i = a[2]
-            elif c == "*":
+            if c == "*":
                 if d == "*":
                     out.append(True)
                     i += 1
                 else:
                     out.append(False)
-            elif d == "[" or (d and d in " \t\n"):
-                o = self._optional(i, end)
+            elif c == "[":
+                o = self._optional(i, end) if d == "[" or (d and d in " \t\n") else None
                 out.append(o)
                 if o:
                     i = o[2]
-            else:  # no optional argument here
-                out.append(None)
+            elif d == "{":  # a brace group right here: what _group does for it, inline
+                g = _FLAT_GROUP.match(s, i)
+                e = g.end() if g is not None else self._close(i)
+                if e < 0 or e > end:
+                    out.append(None)
+                else:
+                    out.append((i + 1, e - 1, e))
+                    i = e
+            else:
+                a = self._group(i, end)
+                out.append(a)
+                if a:
+                    i = a[2]
         return out, i
 
     def _placeholder(self, raw: str, block: bool) -> str:
