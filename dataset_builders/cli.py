@@ -163,7 +163,6 @@ def cmd_build_fulltext(spec: spec_mod.Spec, args) -> int:
                     access=Access(requester_pays=args.requester_pays), months=parse_months(args.months),
                     slurm_options=tuple(args.slurm_option),
                     reduce_argv=tuple(_reduce_argv(args.argv)) if args.executor == "slurm" else ())
-    engine.check()
     common = dict(metadata=args.metadata, work_dir=args.work_dir, limit=args.limit,
                   progress=not args.no_progress, hash_inputs=not args.no_input_hash, engine=engine)
     if spec.source == "mixture":

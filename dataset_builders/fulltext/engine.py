@@ -14,7 +14,8 @@ gives the same output byte for byte.
            over, which finds every unit done and only reduces, or redoes the few that
            failed), and submits both with `sbatch` when it is on PATH.
 
-The work dir must be one folder every worker sees (a cluster's shared file system). Units
+The work dir must be one place every worker sees: a folder on the cluster's shared file
+system, or a URL (`remote.RemotePath`; not for Slurm, whose plan and scripts live there). Units
 already done (a matching `.done` marker) are skipped by every route, so a rerun, or another
 route, picks up where a run stopped.
 """
@@ -36,16 +37,11 @@ from ..latex import Limits
 from ..records import InputError
 from .inputs import Unit
 from .remote import Access, WorkPath
-from .shards import ShardResult, plan, process_shard, remove_leftovers, run_map
+from .shards import ShardResult, plan, remove_leftovers, run_map, unit_task
 
 EXECUTORS = ("local", "ray", "slurm")
 RAY_RETRIES = 3
 SLURM_MAX_ARRAY = 1000  # Slurm's default MaxArraySize is 1001
-
-
-def _ray_unit(unit: Unit, work_dir: str, limits: Limits, keep_appendix: bool, access: Access) -> ShardResult:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return process_shard(unit, work_dir, limits, keep_appendix, access)
 
 
 def run_ray(units: list[Unit], work_dir: WorkPath, limits: Limits, keep_appendix: bool, *, workers: int,
@@ -56,7 +52,7 @@ def run_ray(units: list[Unit], work_dir: WorkPath, limits: Limits, keep_appendix
     if not p.todo:
         return p.ordered()
     with ray_session(address, workers) as ray:
-        task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_ray_unit)
+        task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(unit_task)
         pending = {task.remote(u, str(work_dir), limits, keep_appendix, access): u for u in p.todo}
         for unit, r in as_completed(ray, pending, lambda u: u.label):
             p.results[unit.name] = r
@@ -170,13 +166,13 @@ def write_slurm(units: list[Unit], work_dir: Path, limits: Limits, keep_appendix
     return mp, rp, tasks
 
 
-def submit(map_script: Path, reduce_script: Path, log: Callable[[str], None]) -> bool:
-    """Submit the array, then the reduce after it; False when `sbatch` is not on PATH."""
+def submit(map_script: Path, reduce_script: Path, log: Callable[[str], None]) -> None:
+    """Submit the array, then the reduce after it; without `sbatch` on PATH, say how to."""
     sbatch = shutil.which("sbatch")
     if sbatch is None:
         log(f"sbatch is not on PATH: submit on the cluster with\n  JOB=$(sbatch --parsable {map_script})\n"
             f"  sbatch --dependency=afterany:$JOB {reduce_script}")
-        return False
+        return
     try:
         job = subprocess.run([sbatch, "--parsable", str(map_script)], check=True, capture_output=True,
                              text=True).stdout.strip().split(";")[0]
@@ -187,4 +183,3 @@ def submit(map_script: Path, reduce_script: Path, log: Callable[[str], None]) ->
         raise InputError(f"sbatch refused the job: {said[-1] if said else e}") from None
     log(f"submitted the map as job array {job} and the reduce as job {red} (after the array); "
         f"follow with: squeue -j {job},{red}")
-    return True

@@ -117,7 +117,6 @@ class RemoteShard:
     url: str
     name: str  # arXiv_src_YYMM_NNN.tar
     identity: str  # MD5 or ETag, and size: what resume compares
-    size: int
 
 
 def _text(el: ET.Element, tag: str) -> str:
@@ -133,9 +132,7 @@ def read_manifest(url: str, access: Access, months: tuple[int, int] | None) -> l
             root = ET.parse(f).getroot()
     except ET.ParseError as e:
         raise InputError(f"{url}: not a readable arXiv source manifest ({e})") from None
-    except OSError as e:
-        raise explain(url, e, access) from None
-    except Exception as e:  # botocore's errors are not OSErrors
+    except Exception as e:  # OSErrors, and botocore's errors, which are not
         raise explain(url, e, access) from None
     base = url.rsplit("/", 1)[0]
     shards = []
@@ -147,7 +144,7 @@ def read_manifest(url: str, access: Access, months: tuple[int, int] | None) -> l
         if months is not None and not months[0] <= month_key(yymm) <= months[1]:
             continue
         size = int(_text(el, "size") or 0)
-        shards.append(RemoteShard(f"{base}/{fname}", fname, f"md5 {_text(el, 'md5sum')} {size}", size))
+        shards.append(RemoteShard(f"{base}/{fname}", fname, f"md5 {_text(el, 'md5sum')} {size}"))
     if not shards and not list(root.iter("file")):
         raise InputError(f"{url}: no <file> entries: is this arXiv's {MANIFEST}?")
     return sorted(shards, key=lambda s: s.name)
@@ -170,13 +167,13 @@ def list_remote(url: str, access: Access, months: tuple[int, int] | None) -> lis
     size = int(info.get("size") or 0)
     tag = str(info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or "")
     name = os.path.basename(path)
-    return [RemoteShard(url, name, f"etag {tag.strip(chr(34))} {size}", size)] if in_months(name, months) else []
+    return [RemoteShard(url, name, f"etag {tag.strip(chr(34))} {size}")] if in_months(name, months) else []
 
 
-def fetch(url: str, access: Access, into: str | None = None) -> str:
+def fetch(url: str, access: Access) -> str:
     """Copy one remote file to a local temporary file; the caller removes it."""
     fs, path = _fs(url, access)
-    fd, local = tempfile.mkstemp(prefix="qwenphysics-shard-", suffix=".tar", dir=into)
+    fd, local = tempfile.mkstemp(prefix="qwenphysics-shard-", suffix=".tar")
     try:
         with os.fdopen(fd, "wb") as out, fs.open(path, "rb", block_size=_COPY_BLOCK) as src:
             shutil.copyfileobj(src, out, _COPY_BLOCK)
@@ -206,10 +203,6 @@ class RemotePath:
 
     def __repr__(self) -> str:
         return f"RemotePath({self.url!r})"
-
-    @property
-    def name(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
 
     def resolve(self) -> RemotePath:
         return self
@@ -258,10 +251,6 @@ class RemotePath:
             self.fs.put_file(os.fspath(local), self.path)
         except Exception as e:
             raise explain(self.url, e, self.access) from None
-
-    def glob(self, pattern: str) -> list:
-        """Nothing to clean up at a URL: there are no temporary objects."""
-        return []
 
 
 def work_path(work_dir: str | os.PathLike, access: Access | None = None):

@@ -289,10 +289,14 @@ def _init_worker(parent: int) -> None:
     die_with_parent(parent)  # a killed build takes its workers with it
 
 
-def _task(args) -> ShardResult:
-    unit, work_dir, limits, keep_appendix, access = args
+def unit_task(unit: Unit, work_dir: str, limits: Limits, keep_appendix: bool, access: Access | None) -> ShardResult:
+    """`process_shard` as a worker process runs it (a pool's or a Ray task's)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return process_shard(unit, work_dir, limits, keep_appendix, access)
+
+
+def _task(args) -> ShardResult:
+    return unit_task(*args)
 
 
 @dataclass
@@ -300,12 +304,14 @@ class Plan:
     """What a map run has to do: the units already done (their results) and the rest."""
 
     units: list[Unit]
-    results: dict[str, ShardResult]
-    todo: list[Unit]
+    results: dict[str, ShardResult] = field(default_factory=dict)
+    todo: list[Unit] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._pos = {u.name: i for i, u in enumerate(self.units, 1)}
 
     def position(self, name: str) -> str:
-        pos = {u.name: i for i, u in enumerate(self.units, 1)}
-        return f"[shard {pos[name]}/{len(self.units)}]"
+        return f"[shard {self._pos[name]}/{len(self.units)}]"
 
     def ordered(self) -> list[ShardResult]:
         return [self.results[u.name] for u in self.units]
@@ -315,7 +321,7 @@ def plan(units: list[Unit], work_dir: WorkPath, limits: Limits, keep_appendix: b
          log: Callable[[str], None]) -> Plan:
     """Check every unit's marker; log the ones done earlier."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    p = Plan(units, {}, [])
+    p = Plan(units)
     for u in units:
         r = load_done(u, work_dir, fingerprint(u, limits, keep_appendix))
         if r is not None:
@@ -326,14 +332,13 @@ def plan(units: list[Unit], work_dir: WorkPath, limits: Limits, keep_appendix: b
     return p
 
 
-def remove_leftovers(work_dir: WorkPath, units: list[Unit]) -> int:
-    """Temporary files of attempts that died (every attempt is over when this runs)."""
-    n = 0
-    for u in units:
-        for f in work_dir.glob(f"{u.name}.*.tmp-*"):
-            f.unlink(missing_ok=True)
-            n += 1
-    return n
+def remove_leftovers(work_dir: WorkPath, units: list[Unit]) -> None:
+    """Temporary files of attempts that died (every attempt is over when this runs). A URL
+    has none: its objects are written whole."""
+    if isinstance(work_dir, Path):
+        for u in units:
+            for f in work_dir.glob(f"{u.name}.*.tmp-*"):
+                f.unlink(missing_ok=True)
 
 
 def run_map(units: list[Unit], work_dir: WorkPath, limits: Limits, keep_appendix: bool = False, workers: int = 1,
